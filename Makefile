@@ -1,0 +1,16 @@
+# The commands that matter. `make up`: the stack with its demo bot; `make test`: every test.
+.PHONY: up down test lint bench deps images
+
+deps:
+	scripts/install-deps
+
+test: deps
+	.venv/bin/python -m pytest
+
+lint: deps
+	.venv/bin/ruff check control tests benchmarks
+	.venv/bin/ruff format --check control tests benchmarks
+	.venv/bin/mypy
+
+bench: deps
+	.venv/bin/python -m benchmarks

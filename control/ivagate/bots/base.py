@@ -1,0 +1,146 @@
+"""The bot plug-in contract.
+
+A bot is a class registered by name (entry point group ``ivagate.bots`` or ``module:Class`` in
+the ``call.bots`` setting). The controller makes one instance per call and calls its hooks,
+named after the call events they take:
+
+* ``on_call_start(call)``: the bot's flow; the call is parked and not yet answered.
+  Returning without ``finish()`` or ``hangup()`` ends the call as Failed (no final intent).
+* ``on_dtmf(call, digit)``: a DTMF digit arrived outside ``collect_digits()``.
+* ``on_hangup(call, outcome)``: the call is over; clean up. No call methods work any more.
+
+An exception escaping a hook ends the call as Failed with its traceback logged; it never
+reaches the controller. To hand control back early, call ``call.hangup()`` or raise
+``StopBot``.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from typing import Any, ClassVar, Protocol
+
+from multidict import CIMultiDictProxy
+
+__all__ = [
+    "Bot",
+    "Call",
+    "CallEnded",
+    "Outcome",
+    "PayloadError",
+    "StopBot",
+]
+
+
+class Outcome(enum.StrEnum):
+    """How a call ended, named as RingCX names its paths."""
+
+    SUCCESS = "Success"  # final intent delivered, RingCX hung up (or our BYE after the timeout)
+    FAILED = "Failed"  # bot error, timeout, no final intent, lost media node connection
+    DISCONNECTED = "Disconnected"  # the caller hung up before the final intent
+
+
+class PayloadError(ValueError):
+    """A bot payload that cannot be sent: not JSON-serialisable, too large, or uses ``final``.
+
+    The call goes on; only this update was refused.
+    """
+
+
+class CallEnded(RuntimeError):
+    """The call is over (caller hung up, or it was ended); the action was not carried out."""
+
+
+class StopBot(Exception):  # noqa: N818 - a signal, not an error
+    """Raised by a bot to stop its flow; the call ends as its state says (see ``Outcome``)."""
+
+
+class Call(Protocol):
+    """What a bot sees of one call. Every coroutine raises ``CallEnded`` once the call is over."""
+
+    @property
+    def uuid(self) -> str:
+        """FreeSWITCH channel UUID."""
+
+    @property
+    def sip_call_id(self) -> str:
+        """SIP Call-ID of the INVITE, as Kamailio logs it."""
+
+    @property
+    def did(self) -> str:
+        """Request-URI user part."""
+
+    @property
+    def caller(self) -> str:
+        """Caller ID number (From user)."""
+
+    @property
+    def transport(self) -> str:
+        """How RingCX reached the edge: ``udp``, ``tcp`` or ``tls`` (``X-Edge-Transport``)."""
+
+    @property
+    def source(self) -> str:
+        """RingCX's address as the edge saw it, ``ip:port`` (``X-Edge-Source``)."""
+
+    @property
+    def srtp(self) -> bool:
+        """Whether the media is encrypted (RTP/SAVP)."""
+
+    @property
+    def headers(self) -> CIMultiDictProxy[str]:
+        """Every INVITE header, decoded, case-insensitive, repeated headers kept."""
+
+    @property
+    def raw_headers(self) -> Mapping[str, str]:
+        """The ``sip_i_*`` channel variables as FreeSWITCH gave them (URL-encoded)."""
+
+    async def answer(self) -> None:
+        """Answer the call (200 OK with FreeSWITCH's SDP answer)."""
+
+    async def play(self, source: str) -> None:
+        """Play a file path or a ``tone_stream://`` and wait for it to end."""
+
+    async def say(self, text: str) -> None:
+        """Speak ``text`` with the configured TTS engine and wait for it to end."""
+
+    async def collect_digits(
+        self,
+        max_digits: int = 1,
+        timeout: float = 5.0,
+        prompt: str | None = None,
+        terminators: str = "#",
+    ) -> str:
+        """Play ``prompt`` (optional) and collect DTMF; ``""`` when nothing came in time."""
+
+    async def send_update(self, payload: Mapping[str, Any]) -> None:
+        """Send ``payload`` to RingCX as a SIP INFO (``application/json``), in order.
+
+        Raises ``PayloadError`` (not JSON, over ``call.info_max_bytes``, or has ``final``).
+        """
+
+    async def finish(self, payload: Mapping[str, Any]) -> None:
+        """Send the final intent (``"final": true`` added), then wait for RingCX's BYE.
+
+        After ``call.final_bye_timeout`` seconds without it, the controller hangs up itself.
+        """
+
+    async def hangup(self, cause: str = "NORMAL_CLEARING") -> None:
+        """Hang up now (BYE to RingCX)."""
+
+
+class Bot:
+    """Base class of bots. Subclass it, set ``name`` and override the hooks you need."""
+
+    name: ClassVar[str] = ""
+
+    def __init__(self, options: Mapping[str, Any]) -> None:
+        self.options = options
+
+    async def on_call_start(self, call: Call) -> None:
+        """The bot's flow. The default rejects nothing and does nothing: override it."""
+
+    async def on_dtmf(self, call: Call, digit: str) -> None:
+        """A DTMF digit that no ``collect_digits()`` was waiting for."""
+
+    async def on_hangup(self, call: Call, outcome: Outcome) -> None:
+        """The call is over; release what the bot holds."""

@@ -1,0 +1,139 @@
+"""Controller configuration: one settings class, env prefix ``IVAGATE_``.
+
+Values come, highest priority first, from: keyword arguments, environment variables
+(``IVAGATE_ESL__PASSWORD``: nested fields joined by ``__``), the TOML file named by
+``IVAGATE_CONFIG_FILE`` (``--config`` on the command line), then the defaults below.
+Every fact the controller needs (a port, a header name, a timeout) is a field here.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, Field, HttpUrl, SecretStr
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+__all__ = [
+    "ApiSettings",
+    "CallSettings",
+    "EslSettings",
+    "LogSettings",
+    "RoutingSettings",
+    "Settings",
+    "WebhookSettings",
+]
+
+CONFIG_FILE_ENV = "IVAGATE_CONFIG_FILE"
+
+
+class EslSettings(BaseModel):
+    """The inbound Event Socket connection to the FreeSWITCH beside this controller."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(8021, ge=1, le=65535)
+    password: SecretStr = Field(
+        description="event_socket.conf.xml password; FreeSWITCH's default is refused"
+    )
+    reply_timeout: float = Field(5.0, gt=0, description="seconds to wait for an api/bgapi reply")
+    reconnect_min: float = Field(0.5, gt=0, description="first reconnect delay, seconds")
+    reconnect_max: float = Field(30.0, gt=0, description="reconnect backoff ceiling, seconds")
+
+
+class RoutingSettings(BaseModel):
+    """How a call picks its bot: header, then DID, then the default bot."""
+
+    bot_header: str | None = Field(
+        None,
+        description="SIP header naming the bot (RingCentral: 'header name TBD'); off when unset",
+    )
+    dids: dict[str, str] = Field(
+        default_factory=dict, description="Request-URI user (DID) -> bot name"
+    )
+    default_bot: str | None = Field(
+        "demo", description="bot for calls no rule matched; unset -> such calls get 404"
+    )
+
+
+class CallSettings(BaseModel):
+    """Per-call limits."""
+
+    info_max_bytes: int = Field(
+        16384, ge=64, description="largest JSON body sent as one SIP INFO, in bytes"
+    )
+    final_bye_timeout: float = Field(
+        10.0, gt=0, description="after the final intent, seconds to wait for RingCX's BYE"
+    )
+    bot_options: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, description="bot name -> options passed to that bot"
+    )
+    bots: dict[str, str] = Field(
+        default_factory=dict,
+        description="extra bots: name -> 'module:Class' (entry points 'ivagate.bots' also load)",
+    )
+
+
+class WebhookSettings(BaseModel):
+    """The built-in ``webhook`` bot."""
+
+    url: HttpUrl | None = None
+    secret: SecretStr | None = Field(None, description="HMAC-SHA256 key for X-Ivagate-Signature")
+    timeout: float = Field(3.0, gt=0, description="seconds per webhook request")
+    retries: int = Field(2, ge=0, description="retries after a failed request")
+    fallback: dict[str, Any] = Field(
+        default_factory=lambda: {"action": "finish", "payload": {"error": "webhook_unavailable"}},
+        description="action carried out when the webhook cannot be reached",
+    )
+
+
+class ApiSettings(BaseModel):
+    """The HTTP control API."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(8088, ge=1, le=65535)
+    token: SecretStr | None = Field(
+        None, description="bearer token; /healthz, /readyz and /metrics need none"
+    )
+
+
+class LogSettings(BaseModel):
+    level: str = Field("INFO", pattern="^(DEBUG|INFO|WARNING|ERROR)$")
+    json_format: bool = Field(True, description="one JSON object per line")
+
+
+class Settings(BaseSettings):
+    """Everything the controller reads at start-up."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="IVAGATE_",
+        env_nested_delimiter="__",
+        extra="forbid",
+    )
+
+    esl: EslSettings
+    routing: RoutingSettings = Field(default_factory=RoutingSettings)
+    call: CallSettings = Field(default_factory=CallSettings)
+    webhook: WebhookSettings = Field(default_factory=WebhookSettings)
+    api: ApiSettings = Field(default_factory=ApiSettings)
+    log: LogSettings = Field(default_factory=LogSettings)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        config_file = os.environ.get(CONFIG_FILE_ENV)
+        sources: tuple[PydanticBaseSettingsSource, ...] = (init_settings, env_settings)
+        if config_file:
+            sources += (TomlConfigSettingsSource(settings_cls, toml_file=Path(config_file)),)
+        return sources
