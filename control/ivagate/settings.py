@@ -86,6 +86,9 @@ class WebhookSettings(BaseModel):
     secret: SecretStr | None = Field(None, description="HMAC-SHA256 key for X-Ivagate-Signature")
     timeout: float = Field(3.0, gt=0, description="seconds per webhook request")
     retries: int = Field(2, ge=0, description="retries after a failed request")
+    idle_timeout: float = Field(
+        30.0, gt=0, description="seconds to wait for a digit when a reply ends the flow nowhere"
+    )
     fallback: dict[str, Any] = Field(
         default_factory=lambda: {"action": "finish", "payload": {"error": "webhook_unavailable"}},
         description="action carried out when the webhook cannot be reached",
