@@ -1,0 +1,271 @@
+"""A stand-in media node: a scripted UAS that lets the edge be tested without FreeSWITCH.
+
+It answers INVITEs per its ``NodeScript`` (200 with an SDP answer mirroring the offer, an
+error code, or "hang" after 100 Trying), then sends the scripted INFOs and BYE in the dialog
+along the Record-Route route set. On TCP/TLS it answers on the connection a request came on
+and sends in-dialog requests over the INVITE's connection when the next hop is that peer's
+host (as FreeSWITCH must do behind the edge), opening a new connection only otherwise.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import secrets
+import ssl
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from ivagate.emulator.agent import T1, T2, Agent
+from ivagate.emulator.dialog import Dialog
+from ivagate.emulator.sdp import build_answer
+from ivagate.emulator.sipmsg import SipMessage, new_tag
+from ivagate.emulator.tls import client_context, server_context
+from ivagate.emulator.transport import (
+    Address,
+    Link,
+    Listener,
+    TransportName,
+    close_link,
+    connect,
+    listen,
+)
+
+__all__ = ["MediaNode", "NodeScript"]
+
+MEDIA_PORT = 4002  # advertised only: the stand-in carries no RTP
+REQUEST_TIMEOUT = 32 * T1  # Timer F: how long an INFO/BYE waits for its response
+
+
+@dataclass
+class NodeScript:
+    """What the node does with each INVITE."""
+
+    answer: int | Literal["hang"] = 200  # 200, an error status, or "hang" (100 only)
+    infos: list[dict[str, Any] | str] = field(default_factory=list)  # str: sent verbatim
+    info_interval: float = 0.2  # seconds before each INFO (the first counts from the ACK)
+    bye_after: float | None = None  # seconds after the last INFO; None: wait for the BYE
+    early: list[int] = field(default_factory=list)  # provisional statuses after 100 (180, 183)
+    answer_delay: float = 0.0  # seconds between the last provisional and the final answer
+    info_content_type: str = "application/json"
+
+
+@dataclass
+class _NodeCall:
+    invite: SipMessage
+    link: Link
+    tag: str
+    dialog: Dialog | None = None
+    acked: asyncio.Event = field(default_factory=asyncio.Event)
+    ended: asyncio.Event = field(default_factory=asyncio.Event)
+    answered: bool = False
+
+
+class MediaNode:
+    """``await node.start()``; read ``invites``, ``requests``, ``responses``; ``stop()``."""
+
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        transport: TransportName = "udp",
+        script: NodeScript | None = None,
+        *,
+        tls_cert: str | None = None,
+        tls_key: str | None = None,
+        advertise: str | None = None,
+    ) -> None:
+        self.host = host
+        self.requested_port = port
+        self.transport: TransportName = transport
+        self.script = script or NodeScript()
+        self.tls_cert, self.tls_key = tls_cert, tls_key
+        self.advertise = advertise  # host[:port] for Contact/Via when listening on 0.0.0.0
+        self.invites: list[SipMessage] = []
+        self.requests: list[SipMessage] = []
+        self.responses: list[SipMessage] = []  # answers to the node's own INFO/BYE
+        self.calls: dict[str, _NodeCall] = {}
+        self.agent = Agent(on_request=self._on_request, on_stray_response=self._on_stray)
+        self._listener: Listener | None = None
+        self._outbound: dict[Address, Link] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._changed = asyncio.Condition()
+        self._client_tls: ssl.SSLContext | None = None
+
+    @property
+    def port(self) -> int:
+        if self._listener is None:
+            raise RuntimeError("the node is not started")
+        return self._listener.local[1]
+
+    async def start(self) -> None:
+        tls = server_context(self.tls_cert, self.tls_key) if self.transport == "tls" else None
+        self._listener = await listen(
+            self.transport, self.host, self.requested_port, self.agent, tls
+        )
+
+    async def stop(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        for link in self._outbound.values():
+            close_link(link)
+        if self._listener is not None:
+            await self._listener.close()
+
+    async def __aenter__(self) -> MediaNode:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    async def wait_for(self, method: str, count: int = 1, within: float = 5.0) -> list[SipMessage]:
+        """The received ``method`` requests once there are ``count``; TimeoutError otherwise."""
+
+        def matching() -> list[SipMessage]:
+            return [r for r in self.requests if r.method == method.upper()]
+
+        async with self._changed:
+            await asyncio.wait_for(self._changed.wait_for(lambda: len(matching()) >= count), within)
+        return matching()
+
+    # --- requests --------------------------------------------------------------------------
+    def _spawn(self, coro: Any) -> None:
+        task: asyncio.Task[None] = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _notify(self) -> None:
+        async with self._changed:
+            self._changed.notify_all()
+
+    def _on_request(self, msg: SipMessage, link: Link) -> None:
+        self.requests.append(msg)
+        self._spawn(self._notify())
+        call = self.calls.get(msg.call_id)
+        if msg.method == "INVITE" and msg.to.tag is None:
+            if call is None:
+                self.invites.append(msg)
+                call = self.calls[msg.call_id] = _NodeCall(msg, link, new_tag())
+                self.agent.reply(msg, msg.response(100), link)
+                self._spawn(self._answer(call))
+        elif msg.method == "ACK":
+            if call is not None:
+                call.acked.set()
+        elif msg.method == "OPTIONS":
+            self.agent.reply(msg, msg.response(200), link)
+        elif msg.method == "CANCEL":
+            self._on_cancel(msg, link, call)
+        elif call is None or call.dialog is None or msg.to.tag != call.tag:
+            self.agent.reply(msg, msg.response(481), link)
+        elif msg.method == "BYE":
+            call.ended.set()
+            self.agent.reply(msg, msg.response(200), link)
+        else:
+            self.agent.reply(msg, msg.response(200), link)
+
+    def _on_cancel(self, msg: SipMessage, link: Link, call: _NodeCall | None) -> None:
+        if call is None or call.answered:
+            self.agent.reply(msg, msg.response(481), link)
+            return
+        self.agent.reply(msg, msg.response(200), link)
+        call.answered = True
+        call.ended.set()
+        self.agent.reply(call.invite, call.invite.response(487, to_tag=call.tag), call.link)
+
+    def _on_stray(self, msg: SipMessage, link: Link) -> None:
+        self.responses.append(msg)
+
+    # --- one call --------------------------------------------------------------------------
+    def _own_address(self, link: Link) -> str:
+        if self.advertise:
+            return self.advertise if ":" in self.advertise else f"{self.advertise}:{self.port}"
+        host = self.host if self.host not in ("0.0.0.0", "::", "") else link.local[0]
+        return f"{host}:{self.port}"
+
+    async def _answer(self, call: _NodeCall) -> None:
+        script, invite = self.script, call.invite
+        for status in script.early:
+            self.agent.send(invite.response(status, to_tag=call.tag), call.link)
+        if script.answer == "hang":
+            return
+        await asyncio.sleep(script.answer_delay)
+        if call.answered:  # cancelled meanwhile
+            return
+        call.answered = True
+        if script.answer >= 300:
+            self.agent.reply(invite, invite.response(script.answer, to_tag=call.tag), call.link)
+            call.ended.set()
+            return
+        sent_by = self._own_address(call.link)
+        contact = f"<sip:node@{sent_by};transport={self.transport}>"
+        call.dialog = Dialog.as_uas(
+            invite,
+            local_tag=call.tag,
+            contact=contact,
+            transport=self.transport,
+            sent_by=sent_by,
+            cseq=secrets.randbelow(2**30),
+        )
+        host = sent_by.rpartition(":")[0]
+        ok = invite.response(200, to_tag=call.tag, body=build_answer(invite.body, host, MEDIA_PORT))
+        ok.headers.add("Contact", contact)
+        ok.headers.add("Content-Type", "application/sdp")
+        await self._send_until_acked(invite, ok, call)
+        await self._run_script(call)
+
+    async def _send_until_acked(self, invite: SipMessage, ok: SipMessage, call: _NodeCall) -> None:
+        """Send the 2xx, and on UDP resend it (timer G) until the ACK comes (RFC 3261 13.3.1.4)."""
+        self.agent.reply(invite, ok, call.link)
+        interval, waited = T1, 0.0
+        while not call.acked.is_set() and waited < 64 * T1:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(call.acked.wait(), interval)
+            waited += interval
+            if not call.acked.is_set() and call.link.transport == "udp":
+                self.agent.send(ok, call.link)
+            interval = min(interval * 2, T2)
+
+    async def _run_script(self, call: _NodeCall) -> None:
+        script = self.script
+        for info in script.infos:
+            await asyncio.sleep(script.info_interval)
+            if call.ended.is_set():
+                return
+            body = info if isinstance(info, str) else json.dumps(info)
+            await self._in_dialog(call, "INFO", body, script.info_content_type)
+        if script.bye_after is not None:
+            await asyncio.sleep(script.bye_after)
+            if not call.ended.is_set():
+                call.ended.set()
+                await self._in_dialog(call, "BYE")
+
+    async def _in_dialog(
+        self, call: _NodeCall, method: str, body: str = "", content_type: str | None = None
+    ) -> None:
+        assert call.dialog is not None
+        request = call.dialog.request(method, body, content_type)
+        link = await self._link_toward(call.dialog.next_hop(), call.link)
+        response = await self.agent.request(request, link, REQUEST_TIMEOUT)
+        if response is not None:
+            self.responses.append(response)
+            self._spawn(self._notify())
+
+    async def _link_toward(self, hop: Address, came_on: Link) -> Link:
+        """The INVITE's connection if the hop is that peer's host, else an existing or new one."""
+        if came_on.transport != "udp" and not came_on.closed and came_on.peer[0] == hop[0]:
+            return came_on
+        assert self._listener is not None
+        existing = self._listener.link_to(hop, same_host=self.transport != "udp")
+        if existing is not None:
+            return existing
+        known = self._outbound.get(hop)
+        if known is not None and not known.closed:
+            return known
+        if self.transport == "tls" and self._client_tls is None:
+            self._client_tls = client_context(verify=False)
+        link = await connect(self.transport, hop, self.agent, ssl_context=self._client_tls)
+        self._outbound[hop] = link
+        return link

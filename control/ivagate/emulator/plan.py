@@ -1,0 +1,60 @@
+"""What one emulated RingCX call does: where, how, with which DID and headers, when to hang up."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal, get_args
+
+from ivagate.emulator.transport import Address, TransportName
+
+__all__ = ["ByePolicy", "CallPlan"]
+
+ByePolicy = Literal["final", "never"] | float
+
+
+@dataclass
+class CallPlan:
+    """One call's settings; invalid values raise ValueError at construction."""
+
+    target: str  # "host:port" ("[v6]:port"); the port defaults to 5060, or 5061 for tls
+    transport: TransportName = "udp"
+    did: str = "15550001000"
+    caller: str = "+16505550100"
+    headers: dict[str, str] = field(default_factory=dict)
+    srtp: bool | None = None  # None: offer SDES-SRTP iff the transport is tls
+    bye: ByePolicy = "final"  # after the final intent, N seconds after 200 OK, or never
+    ping_interval: float = 2.0  # RFC 5626 CRLFCRLF pings on tcp/tls; 0 turns them off
+    local_host: str = "127.0.0.1"
+    tls_verify: bool = False
+    tls_ca: str | None = None
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    timeout: float = 30.0  # for the INVITE's answer, then again for the call to end
+    expect: int = 200  # the INVITE's expected final status
+
+    def __post_init__(self) -> None:
+        if self.transport not in get_args(TransportName):
+            raise ValueError(f"transport must be udp, tcp or tls, not {self.transport!r}")
+        if isinstance(self.bye, str) and self.bye not in ("final", "never"):
+            raise ValueError(f"bye must be 'final', 'never' or seconds, not {self.bye!r}")
+        if not isinstance(self.bye, str) and self.bye < 0:
+            raise ValueError("bye seconds must not be negative")
+        if self.timeout <= 0 or self.ping_interval < 0:
+            raise ValueError("timeout must be positive and ping_interval not negative")
+        self.address  # noqa: B018 - validate the target now, not mid-call
+
+    @property
+    def address(self) -> Address:
+        host, sep, port = self.target.rpartition(":")
+        if not sep or "]" in port or (":" in host and not host.startswith("[")):
+            host, port = self.target, ""
+        if port and not port.isdigit():
+            raise ValueError(f"target must be host:port, not {self.target!r}")
+        host = host.strip("[]")
+        if not host:
+            raise ValueError(f"target has no host: {self.target!r}")
+        return host, int(port) if port else (5061 if self.transport == "tls" else 5060)
+
+    @property
+    def offer_srtp(self) -> bool:
+        return self.transport == "tls" if self.srtp is None else self.srtp

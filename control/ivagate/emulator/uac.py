@@ -1,0 +1,410 @@
+"""One call placed the way RingCX places it, with every expectation of the guide checked.
+
+Over TCP/TLS the caller opens ONE connection and expects every response and in-dialog request
+on it; it pings with CRLFCRLF (RFC 5626) and advertises a Contact address that it listens on
+only to count what (wrongly) arrives there. Over UDP the Contact is the socket it sends from.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import secrets
+import ssl
+import time
+
+from ivagate.emulator.agent import Agent
+from ivagate.emulator.dialog import USER_AGENT, Dialog, via_value
+from ivagate.emulator.plan import CallPlan
+from ivagate.emulator.report import CallReport, ReceivedInfo
+from ivagate.emulator.sdp import answer_problems, build_offer
+from ivagate.emulator.sipmsg import SipMessage, new_tag
+from ivagate.emulator.tls import client_context
+from ivagate.emulator.transport import PING, Link, Listener, close_link, connect, listen
+
+__all__ = ["run_call"]
+
+BYE_TIMEOUT = 16.0  # 32*T1 is the RFC's limit; a healthy edge answers in milliseconds
+CANCEL_WAIT = 4.0  # after CANCEL, how long to wait for the 487 before giving up
+MEDIA_PORT = 4000  # advertised only: the emulator checks signalling, it sends no RTP
+
+
+async def run_call(plan: CallPlan) -> CallReport:
+    """Place one call per ``plan`` and return what happened, checks included."""
+    return await _Call(plan).run()
+
+
+class _ContactSpy:
+    """Counts anything that reaches the Contact address on tcp/tls (RingCX ignores it)."""
+
+    def __init__(self, call: _Call) -> None:
+        self.call = call
+
+    def message(self, msg: SipMessage, link: Link) -> None:
+        self.call.trace("<-", f"[at Contact] {msg.summary()}")
+
+    def keepalive(self, data: bytes, link: Link) -> None:
+        return None
+
+    def bad_data(self, error: str, link: Link) -> None:
+        self.call.trace("<-", f"[at Contact] unreadable data ({error})")
+        close_link(link)
+
+    def connected(self, link: Link) -> None:
+        self.call.report.contact_attempts += 1
+        self.call.trace("<-", f"[at Contact] connection from {link.peer[0]}:{link.peer[1]}")
+
+    def closed(self, link: Link) -> None:
+        return None
+
+
+class _Call:
+    def __init__(self, plan: CallPlan) -> None:
+        self.plan = plan
+        self.start = time.monotonic()
+        host = plan.local_host
+        self.report = CallReport(
+            target=plan.target,
+            transport=plan.transport,
+            did=plan.did,
+            call_id=f"{secrets.token_hex(8)}@{host}",
+        )
+        self.agent = Agent(
+            on_request=self.on_request,
+            trace=self.trace,
+            on_stray_response=self.on_stray_response,
+            on_closed=self.on_closed,
+        )
+        self.listeners: list[Listener] = []
+        self.link: Link | None = None
+        self.invite: SipMessage | None = None
+        self.dialog: Dialog | None = None
+        self.sent_by = ""
+        self.cancelled = False
+        self.final_info = asyncio.Event()
+        self.remote_bye = asyncio.Event()
+        self.connection_lost = asyncio.Event()
+        self.info_count = 0
+        self.closing = False
+
+    def trace(self, direction: str, text: str) -> None:
+        self.report.timeline.append((time.monotonic() - self.start, direction, text))
+
+    def now(self) -> float:
+        return time.monotonic() - self.start
+
+    # --- the call, step by step -----------------------------------------------------------
+    async def run(self) -> CallReport:
+        pinger: asyncio.Task[None] | None = None
+        try:
+            await self.open_transport()
+            pinger = asyncio.create_task(self.ping()) if self.pings_wanted() else None
+            ok = await self.send_invite()
+            if ok is not None:
+                await self.hold_call()
+        except (OSError, ssl.SSLError, TimeoutError) as e:
+            self.report.check(
+                "connect to the target", False, f"{type(e).__name__}: {e}".strip(": ")
+            )
+        finally:
+            if pinger is not None:
+                pinger.cancel()
+            self.conclude()
+            await self.close()
+        return self.report
+
+    async def open_transport(self) -> None:
+        plan = self.plan
+        if plan.transport == "udp":
+            sock = await listen("udp", plan.local_host, 0, self.agent)
+            self.listeners.append(sock)
+            self.link = sock.link_to(plan.address)
+            contact_at = sock.local
+        else:
+            # A plain TCP listener counts TLS attempts too: the TCP accept is the attempt.
+            spy = await listen("tcp", plan.local_host, 0, _ContactSpy(self))
+            self.listeners.append(spy)
+            contact_at = spy.local
+            tls = None
+            if plan.transport == "tls":
+                tls = client_context(
+                    verify=plan.tls_verify, ca=plan.tls_ca, cert=plan.tls_cert, key=plan.tls_key
+                )
+            self.link = await connect(
+                plan.transport,
+                plan.address,
+                self.agent,
+                local_host=plan.local_host,
+                ssl_context=tls,
+                within=plan.timeout,
+            )
+            self.trace(
+                "->", f"connected {self.link.local[0]}:{self.link.local[1]} -> {plan.target}"
+            )
+        self.sent_by = f"{contact_at[0]}:{contact_at[1]}"
+
+    def pings_wanted(self) -> bool:
+        return self.plan.transport != "udp" and self.plan.ping_interval > 0
+
+    async def ping(self) -> None:
+        while self.link is not None and not self.link.closed:
+            await asyncio.sleep(self.plan.ping_interval)
+            self.link.send_bytes(PING)
+            self.report.pings_sent += 1
+            self.trace("->", "ping (CRLFCRLF)")
+
+    def build_invite(self) -> SipMessage:
+        plan = self.plan
+        host, port = plan.address
+        host = f"[{host}]" if ":" in host else host
+        param = "" if plan.transport == "udp" else f";transport={plan.transport}"
+        headers = [
+            ("Via", via_value(plan.transport, self.sent_by)),
+            ("Max-Forwards", "70"),
+            ("From", f"<sip:{plan.caller}@{plan.local_host}>;tag={new_tag()}"),
+            ("To", f"<sip:{plan.did}@{host}>"),
+            ("Call-ID", self.report.call_id),
+            ("CSeq", "1 INVITE"),
+            ("Contact", f"<sip:ringcx@{self.sent_by}{param}>"),
+            ("User-Agent", USER_AGENT),
+            ("Allow", "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO"),
+            *plan.headers.items(),
+            ("Content-Type", "application/sdp"),
+        ]
+        body = build_offer(plan.local_host, MEDIA_PORT, plan.offer_srtp)
+        return SipMessage.request("INVITE", f"sip:{plan.did}@{host}:{port}{param}", headers, body)
+
+    async def send_invite(self) -> SipMessage | None:
+        """INVITE until a final response; the 2xx when answered, else None."""
+        assert self.link is not None
+        self.invite = invite = self.build_invite()
+        provisional = False
+
+        def on_provisional(msg: SipMessage, link: Link) -> None:
+            nonlocal provisional
+            provisional = True
+
+        final = await self.agent.request(invite, self.link, self.plan.timeout, on_provisional)
+        self.report.answer_after = self.now()
+        if final is None:
+            self.report.check(
+                f"INVITE final status is {self.plan.expect}",
+                False,
+                f"no final response within {self.plan.timeout:g}s",
+            )
+            if provisional:
+                await self.cancel()
+            return None
+        self.report.invite_status = final.status
+        self.report.check(
+            f"INVITE final status is {self.plan.expect}",
+            final.status == self.plan.expect,
+            final.summary(),
+        )
+        self.ack(final)
+        if final.status >= 300:
+            return None
+        problems = answer_problems(invite.body, final.body)
+        self.report.check("SDP answer fits the offer", not problems, "; ".join(problems))
+        return final
+
+    def ack(self, final: SipMessage) -> None:
+        """ACK a final INVITE response: 2xx end to end in the dialog, others hop by hop."""
+        assert self.invite is not None and self.link is not None
+        if final.status >= 300:
+            inv = self.invite
+            headers = [
+                ("Via", inv.headers["Via"]),
+                ("Max-Forwards", "70"),
+                ("From", inv.headers["From"]),
+                ("To", final.headers["To"]),
+                ("Call-ID", inv.call_id),
+                ("CSeq", f"{inv.cseq[0]} ACK"),
+            ]
+            self.agent.send(SipMessage.request("ACK", inv.uri, headers), self.link)
+            return
+        if self.dialog is None:
+            self.dialog = Dialog.as_uac(self.invite, final, self.plan.transport, self.sent_by)
+        ack = self.dialog.request("ACK", cseq=self.invite.cseq[0])
+        self.agent.send(ack, self.dialog_link())
+
+    def dialog_link(self) -> Link:
+        """Where in-dialog requests go: RingCX's one connection, or the next hop over UDP."""
+        assert self.link is not None and self.dialog is not None
+        if self.plan.transport != "udp":
+            return self.link
+        link = self.listeners[0].link_to(self.dialog.next_hop())
+        assert link is not None
+        return link
+
+    async def cancel(self) -> None:
+        """CANCEL an INVITE left at a provisional response (RFC 3261 9.1)."""
+        assert self.invite is not None and self.link is not None
+        self.cancelled = True
+        inv = self.invite
+        headers = [
+            ("Via", inv.headers["Via"]),
+            ("Max-Forwards", "70"),
+            ("From", inv.headers["From"]),
+            ("To", inv.headers["To"]),
+            ("Call-ID", inv.call_id),
+            ("CSeq", f"{inv.cseq[0]} CANCEL"),
+        ]
+        await self.agent.request(
+            SipMessage.request("CANCEL", inv.uri, headers), self.link, CANCEL_WAIT
+        )
+        # The INVITE's 487 arrives after its transaction gave up: on_stray_response ACKs it.
+        await asyncio.sleep(0.2)
+
+    async def hold_call(self) -> None:
+        """Stay in the call until the BYE policy says hang up, or the far end does."""
+        plan = self.plan
+        ended = asyncio.create_task(self.first_of(self.remote_bye, self.connection_lost))
+        try:
+            if plan.bye == "final":
+                waiter = asyncio.create_task(self.final_info.wait())
+                await asyncio.wait(
+                    {waiter, ended}, timeout=plan.timeout, return_when="FIRST_COMPLETED"
+                )
+                waiter.cancel()
+                self.report.check(
+                    "final intent received (INFO with final: true)",
+                    self.final_info.is_set(),
+                    "" if self.final_info.is_set() else f"none within {plan.timeout:g}s",
+                )
+            elif plan.bye == "never":
+                await asyncio.wait({ended}, timeout=plan.timeout)
+                self.report.check(
+                    "far end ended the call",
+                    self.remote_bye.is_set(),
+                    "" if self.remote_bye.is_set() else f"no BYE within {plan.timeout:g}s",
+                )
+            else:
+                await asyncio.wait({ended}, timeout=plan.bye)
+            if not ended.done() and plan.bye != "never":
+                await self.send_bye()
+        finally:
+            ended.cancel()
+
+    @staticmethod
+    async def first_of(*events: asyncio.Event) -> None:
+        waits = [asyncio.create_task(e.wait()) for e in events]
+        try:
+            await asyncio.wait(waits, return_when="FIRST_COMPLETED")
+        finally:
+            for w in waits:
+                w.cancel()
+
+    async def send_bye(self) -> None:
+        assert self.dialog is not None
+        bye = self.dialog.request("BYE")
+        resp = await self.agent.request(
+            bye, self.dialog_link(), min(BYE_TIMEOUT, self.plan.timeout)
+        )
+        self.report.bye_status = resp.status if resp else None
+        self.report.check(
+            "BYE answered 200",
+            resp is not None and resp.status == 200,
+            resp.summary() if resp else "no response",
+        )
+
+    # --- what the far end sends ------------------------------------------------------------
+    def on_stray_response(self, msg: SipMessage, link: Link) -> None:
+        """A retransmitted final INVITE response (UDP) or one after CANCEL: ACK it again."""
+        if msg.is_request or msg.cseq[1] != "INVITE" or msg.status < 200:
+            return
+        if self.invite is None or msg.call_id != self.invite.call_id:
+            return
+        self.ack(msg)
+        if msg.status < 300 and self.cancelled and not self.remote_bye.is_set():
+            # Answered after we gave up: hang up so no call is left behind.
+            asyncio.get_running_loop().create_task(self.send_bye())
+
+    def on_closed(self, link: Link) -> None:
+        if link is self.link and not self.closing:
+            self.trace("<-", "connection closed by the far end")
+            self.connection_lost.set()
+
+    def on_request(self, msg: SipMessage, link: Link) -> None:
+        if msg.method == "ACK":
+            return
+        dialog = self.dialog
+        in_dialog = (
+            dialog is not None
+            and msg.call_id == dialog.call_id
+            and msg.to.tag == dialog.local.tag
+            and msg.from_.tag == dialog.remote.tag
+        )
+        if msg.method == "OPTIONS":
+            self.agent.reply(msg, msg.response(200), link)
+        elif not in_dialog:
+            self.agent.reply(msg, msg.response(481), link)
+            if msg.method in ("INFO", "BYE"):
+                self.report.check(
+                    f"{msg.method} belongs to the call", False, f"{msg.summary()}: unknown dialog"
+                )
+        elif msg.method == "BYE":
+            self.report.bye_from_remote = True
+            self.agent.reply(msg, msg.response(200), link)
+            self.remote_bye.set()
+        elif msg.method == "INFO":
+            self.on_info(msg, link)
+        else:
+            self.agent.reply(msg, msg.response(488 if msg.method == "INVITE" else 501), link)
+
+    def on_info(self, msg: SipMessage, link: Link) -> None:
+        """200 for a JSON object sent as application/json; 415/400 and a failed check if not."""
+        self.info_count += 1
+        media_type = msg.content_type.split(";")[0].strip().lower()
+        obj = None
+        if media_type != "application/json":
+            status, problem = 415, f"Content-Type is {msg.content_type!r}"
+        else:
+            try:
+                obj = json.loads(msg.body)
+                status, problem = (200, "") if isinstance(obj, dict) else (400, "not an object")
+            except json.JSONDecodeError as e:
+                status, problem = 400, f"not JSON: {e}"
+        json_obj = obj if isinstance(obj, dict) else None
+        self.report.infos.append(ReceivedInfo(self.now(), msg.content_type, msg.body, json_obj))
+        response = msg.response(status)
+        if status == 415:
+            response.headers.add("Accept", "application/json")
+        self.agent.reply(msg, response, link)
+        self.report.check(
+            f"INFO #{self.info_count} is a JSON object sent as application/json",
+            status == 200,
+            problem,
+        )
+        if json_obj is not None and json_obj.get("final") is True:
+            self.final_info.set()
+
+    # --- the end ---------------------------------------------------------------------------
+    def conclude(self) -> None:
+        report = self.report
+        report.duration = self.now()
+        report.pongs_received = self.agent.pongs_received
+        if self.plan.transport != "udp":
+            report.check(
+                "nothing reached the Contact address",
+                report.contact_attempts == 0,
+                f"{report.contact_attempts} connection(s) to the Contact address",
+            )
+            if self.link is not None:
+                report.check(
+                    "the connection stayed open for the whole call",
+                    not self.connection_lost.is_set(),
+                    "closed by the far end" if self.connection_lost.is_set() else "",
+                )
+        report.check(
+            "every message received was readable",
+            not self.agent.errors,
+            "; ".join(self.agent.errors[:3]),
+        )
+
+    async def close(self) -> None:
+        self.closing = True
+        if self.link is not None:
+            close_link(self.link)
+        for listener in self.listeners:
+            await listener.close()
