@@ -17,7 +17,7 @@ import ssl
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from ivagate.emulator.agent import T1, T2, Agent
+from ivagate.emulator.agent import T1, T2, Agent, Trace
 from ivagate.emulator.dialog import Dialog
 from ivagate.emulator.sdp import build_answer
 from ivagate.emulator.sipmsg import SipMessage, new_tag
@@ -49,6 +49,9 @@ class NodeScript:
     early: list[int] = field(default_factory=list)  # provisional statuses after 100 (180, 183)
     answer_delay: float = 0.0  # seconds between the last provisional and the final answer
     info_content_type: str = "application/json"
+    # False: in-dialog requests go over a new connection to the next hop, as FreeSWITCH does
+    # on its own over TCP -- what an edge must repair and a RingCX-like caller must flag.
+    reuse_connection: bool = True
 
 
 @dataclass
@@ -75,6 +78,7 @@ class MediaNode:
         tls_cert: str | None = None,
         tls_key: str | None = None,
         advertise: str | None = None,
+        trace: Trace | None = None,
     ) -> None:
         self.host = host
         self.requested_port = port
@@ -87,6 +91,8 @@ class MediaNode:
         self.responses: list[SipMessage] = []  # answers to the node's own INFO/BYE
         self.calls: dict[str, _NodeCall] = {}
         self.agent = Agent(on_request=self._on_request, on_stray_response=self._on_stray)
+        if trace is not None:
+            self.agent.trace = trace
         self._listener: Listener | None = None
         self._outbound: dict[Address, Link] = {}
         self._tasks: set[asyncio.Task[None]] = set()
@@ -247,7 +253,12 @@ class MediaNode:
     ) -> None:
         assert call.dialog is not None
         request = call.dialog.request(method, body, content_type)
-        link = await self._link_toward(call.dialog.next_hop(), call.link)
+        hop = call.dialog.next_hop()
+        try:
+            link = await self._link_toward(hop, call.link)
+        except (OSError, ssl.SSLError, TimeoutError) as e:
+            self.agent.errors.append(f"{method} to {hop[0]}:{hop[1]}: cannot connect: {e}")
+            return
         response = await self.agent.request(request, link, REQUEST_TIMEOUT)
         if response is not None:
             self.responses.append(response)
@@ -255,12 +266,13 @@ class MediaNode:
 
     async def _link_toward(self, hop: Address, came_on: Link) -> Link:
         """The INVITE's connection if the hop is that peer's host, else an existing or new one."""
-        if came_on.transport != "udp" and not came_on.closed and came_on.peer[0] == hop[0]:
-            return came_on
         assert self._listener is not None
-        existing = self._listener.link_to(hop, same_host=self.transport != "udp")
-        if existing is not None:
-            return existing
+        if self.transport == "udp" or self.script.reuse_connection:
+            if self.transport != "udp" and not came_on.closed and came_on.peer[0] == hop[0]:
+                return came_on
+            existing = self._listener.link_to(hop, same_host=self.transport != "udp")
+            if existing is not None:
+                return existing
         known = self._outbound.get(hop)
         if known is not None and not known.closed:
             return known

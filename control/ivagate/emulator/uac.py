@@ -184,8 +184,9 @@ class _Call:
             nonlocal provisional
             provisional = True
 
+        sent = time.monotonic()
         final = await self.agent.request(invite, self.link, self.plan.timeout, on_provisional)
-        self.report.answer_after = self.now()
+        self.report.answer_after = time.monotonic() - sent
         if final is None:
             self.report.check(
                 f"INVITE final status is {self.plan.expect}",

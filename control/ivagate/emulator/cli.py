@@ -1,0 +1,178 @@
+"""Command lines: ``ivagate emulate`` (place calls, print the report) and ``ivagate stand-in``.
+
+``emulate`` exits 0 when every check of every call passed, 1 when one failed, 2 on bad usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import signal
+from typing import Any
+
+from ivagate.emulator.load import run_load, summarize
+from ivagate.emulator.media_node import MediaNode, NodeScript
+from ivagate.emulator.plan import ByePolicy, CallPlan
+from ivagate.emulator.uac import run_call
+
+__all__ = ["main", "stand_in_main"]
+
+
+def _bye(text: str) -> ByePolicy:
+    if text in ("final", "never"):
+        return text  # type: ignore[return-value]  # narrowed by the test above
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError("use 'final', 'never' or seconds") from None
+
+
+def _header(text: str) -> tuple[str, str]:
+    name, sep, value = text.partition(":")
+    if not sep or not name.strip():
+        raise argparse.ArgumentTypeError(f"expected 'Name: value', got {text!r}")
+    return name.strip(), value.strip()
+
+
+def _emulate_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="ivagate emulate",
+        description="Place calls to a bot platform the way RingCX does and check its answers.",
+    )
+    p.add_argument("target", help="host:port of the platform's SIP edge")
+    p.add_argument("-t", "--transport", choices=["udp", "tcp", "tls"], default="tls")
+    p.add_argument("--did", default="15550001000", help="Request-URI user part (bot selection)")
+    p.add_argument("--caller", default="+16505550100", help="From user part")
+    p.add_argument(
+        "-H", "--header", type=_header, action="append", default=[], help="'Name: value'"
+    )
+    srtp = p.add_mutually_exclusive_group()
+    srtp.add_argument("--srtp", dest="srtp", action="store_true", default=None)
+    srtp.add_argument("--no-srtp", dest="srtp", action="store_false")
+    p.add_argument(
+        "--bye", type=_bye, default="final", help="final (default) | never | seconds after 200"
+    )
+    p.add_argument("--ping-interval", type=float, default=2.0, help="seconds; 0 = no pings")
+    p.add_argument("--local-host", default="127.0.0.1", help="source address to bind")
+    p.add_argument("--tls-verify", action="store_true", help="verify the edge's certificate")
+    p.add_argument("--tls-ca", help="CA bundle for --tls-verify")
+    p.add_argument("--tls-cert", help="client certificate (PEM)")
+    p.add_argument("--tls-key", help="client certificate key (PEM)")
+    p.add_argument("--timeout", type=float, default=30.0, help="seconds per wait")
+    p.add_argument("--expect", type=int, default=200, help="expected INVITE final status")
+    p.add_argument("--calls", type=int, default=1)
+    p.add_argument("--rate", type=float, default=1.0, help="calls started per second")
+    p.add_argument("--concurrency", type=int, default=50)
+    p.add_argument("--json", action="store_true", help="print JSON instead of text")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``ivagate emulate``: 0 when every check passed, 1 otherwise, 2 on bad arguments."""
+    parser = _emulate_parser()
+    args = parser.parse_args(argv)
+    try:
+        plan = CallPlan(
+            target=args.target,
+            transport=args.transport,
+            did=args.did,
+            caller=args.caller,
+            headers=dict(args.header),
+            srtp=args.srtp,
+            bye=args.bye,
+            ping_interval=args.ping_interval,
+            local_host=args.local_host,
+            tls_verify=args.tls_verify,
+            tls_ca=args.tls_ca,
+            tls_cert=args.tls_cert,
+            tls_key=args.tls_key,
+            timeout=args.timeout,
+            expect=args.expect,
+        )
+        if args.calls == 1:
+            reports = [asyncio.run(run_call(plan))]
+        else:
+            reports = asyncio.run(run_load(plan, args.calls, args.rate, args.concurrency))
+    except ValueError as e:
+        parser.error(str(e))
+    summary = summarize(reports)
+    if args.json:
+        out: dict[str, Any] = reports[0].to_dict()
+        if args.calls > 1:
+            out = {"summary": vars(summary), "calls": [r.to_dict() for r in reports]}
+        print(json.dumps(out, indent=2))
+    else:
+        # Load runs print failing calls in full; passing ones only count in the summary.
+        shown = reports if args.calls == 1 else [r for r in reports if not r.ok]
+        for report in shown:
+            print(report.render(), end="\n\n")
+        if args.calls > 1:
+            print(summary.render())
+    return 0 if summary.passed == summary.calls else 1
+
+
+def _stand_in_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="ivagate stand-in",
+        description="A scripted stand-in media node (UAS) for testing an edge without FreeSWITCH.",
+    )
+    p.add_argument("--listen", default="127.0.0.1:5080", help="host:port")
+    p.add_argument("-t", "--transport", choices=["udp", "tcp", "tls"], default="udp")
+    p.add_argument("--answer", default="200", help="200, an error status, or 'hang'")
+    p.add_argument(
+        "--info", action="append", default=[], help="JSON body of an INFO (repeat, in order)"
+    )
+    p.add_argument("--info-interval", type=float, default=0.2)
+    p.add_argument("--bye-after", type=float, help="seconds after the last INFO (default: wait)")
+    p.add_argument("--early", type=int, action="append", default=[], help="e.g. 180 (repeat)")
+    p.add_argument("--advertise", help="host[:port] for Contact when listening on 0.0.0.0")
+    p.add_argument("--tls-cert", help="PEM certificate (default: a self-signed one)")
+    p.add_argument("--tls-key")
+    return p
+
+
+def stand_in_main(argv: list[str] | None = None) -> int:
+    """``ivagate stand-in``: run the stand-in media node until SIGINT/SIGTERM."""
+    parser = _stand_in_parser()
+    args = parser.parse_args(argv)
+    host, _, port = args.listen.rpartition(":")
+    if not host or not port.isdigit():
+        parser.error(f"--listen must be host:port, not {args.listen!r}")
+    if args.answer != "hang" and not (args.answer.isdigit() and len(args.answer) == 3):
+        parser.error(f"--answer must be a status code or 'hang', not {args.answer!r}")
+    try:
+        infos = [json.loads(text) for text in args.info]
+    except json.JSONDecodeError as e:
+        parser.error(f"--info must be JSON: {e}")
+    script = NodeScript(
+        answer="hang" if args.answer == "hang" else int(args.answer),
+        infos=infos,
+        info_interval=args.info_interval,
+        bye_after=args.bye_after,
+        early=args.early,
+    )
+    node = MediaNode(
+        host.strip("[]"),
+        int(port),
+        args.transport,
+        script,
+        tls_cert=args.tls_cert,
+        tls_key=args.tls_key,
+        advertise=args.advertise,
+        trace=lambda direction, text: print(direction, text, flush=True),
+    )
+    asyncio.run(_serve(node))
+    return 0
+
+
+async def _serve(node: MediaNode) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)
+    async with node:
+        print(f"stand-in media node on {node.transport} {node.host}:{node.port}", flush=True)
+        await stop.wait()
