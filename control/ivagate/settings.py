@@ -77,6 +77,15 @@ class CallSettings(BaseModel):
         default_factory=dict,
         description="extra bots: name -> 'module:Class' (entry points 'ivagate.bots' also load)",
     )
+    tts_engine: str = Field(
+        "flite|kal", description="'engine|voice' for say(): FreeSWITCH's speak application"
+    )
+    keep_ended: int = Field(
+        1000, ge=0, description="ended calls kept for GET /calls (newest first)"
+    )
+    drain_timeout: float = Field(
+        60.0, gt=0, description="on shutdown, seconds active calls get to finish"
+    )
 
 
 class WebhookSettings(BaseModel):

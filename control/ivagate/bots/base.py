@@ -51,7 +51,7 @@ class CallEnded(RuntimeError):
     """The call is over (caller hung up, or it was ended); the action was not carried out."""
 
 
-class StopBot(Exception):  # noqa: N818 - a signal, not an error
+class StopBot(Exception):  # a signal, not an error: no Error suffix
     """Raised by a bot to stop its flow; the call ends as its state says (see ``Outcome``)."""
 
 
@@ -106,7 +106,7 @@ class Call(Protocol):
     async def collect_digits(
         self,
         max_digits: int = 1,
-        timeout: float = 5.0,
+        timeout: float = 5.0,  # noqa: ASYNC109 - the digit timeout FreeSWITCH applies
         prompt: str | None = None,
         terminators: str = "#",
     ) -> str:

@@ -1,0 +1,360 @@
+"""Per-call state and the live call handle.
+
+Public surface (the HTTP API and the benchmark build on it):
+
+* ``CallRegistry``: ``get(key)`` by FreeSWITCH UUID or SIP Call-ID (``None`` if unknown),
+  iteration / ``all()`` (active calls, then the most recent ended ones), ``active()``,
+  ``len()``. Ended calls stay listed (the newest ``call.keep_ended``) so ``GET /calls/{id}``
+  and "409 already ended" keep working after the BYE.
+* ``CallSession``: one per call, implements ``bots.base.Call`` (``answer``, ``play``, ``say``,
+  ``collect_digits``, ``send_update``, ``finish``, ``hangup``) for bots and the API alike;
+  ``session.ended`` and ``session.record``.
+* ``CallRecord`` (pydantic; ``record.model_dump(mode="json")`` for JSON): identities, bot,
+  timestamps (epoch seconds), ``outcome`` (``Outcome`` or ``None`` while active), ``ended``,
+  ``hangup_cause``, ``error`` and ``infos``: one ``InfoRecord`` per INFO handed to FreeSWITCH
+  (when, size, FreeSWITCH's reply) with ``sip_status`` left ``None`` for the edge to fill in,
+  because FreeSWITCH never reports an INFO's SIP response (see the fixtures README).
+
+Outcome, as RingCX names its paths: Success once the final intent was handed over (RingCX's
+BYE, or ours after ``call.final_bye_timeout``); Disconnected when the caller hung up first;
+Failed otherwise (bot error, no final intent, rejected, lost Event Socket connection).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Iterator, Mapping
+from typing import Any, TypeVar
+
+from multidict import CIMultiDictProxy
+from pydantic import BaseModel, computed_field
+
+from . import metrics
+from .bots.base import CallEnded, Outcome, PayloadError
+from .esl import EslClient, EslCommandError
+from .events import ChannelExecuteComplete
+from .info import encode_info, send_info_command
+from .invite import Invite
+from .log import CallLogger
+from .settings import CallSettings
+
+__all__ = ["CallRecord", "CallRegistry", "CallSession", "InfoRecord"]
+
+T = TypeVar("T")
+
+_DIGITS_VARIABLE = "ivagate_digits"
+_SILENCE = "silence_stream://250"  # prompt/invalid-input file when the bot gives none
+
+
+class InfoRecord(BaseModel):
+    """One INFO body handed to FreeSWITCH."""
+
+    seq: int
+    final: bool
+    size: int
+    handed_at: float
+    reply: str = ""  # FreeSWITCH's answer to uuid_send_info ("+OK Success", "-ERR ...")
+    sip_status: int | None = None  # the INFO's SIP response, reported by the edge if at all
+
+
+class CallRecord(BaseModel):
+    """What is known about one call; JSON-able for the API."""
+
+    uuid: str
+    sip_call_id: str
+    did: str
+    caller: str
+    transport: str
+    source: str
+    srtp: bool
+    bot: str | None = None
+    started_at: float
+    answered_at: float | None = None
+    final_at: float | None = None
+    ended_at: float | None = None
+    outcome: Outcome | None = None
+    hangup_cause: str | None = None
+    error: str | None = None
+    infos: list[InfoRecord] = []
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def ended(self) -> bool:
+        return self.ended_at is not None
+
+
+class CallSession:
+    """The live handle of one call (``bots.base.Call``), driven over the shared ESL client."""
+
+    def __init__(
+        self, invite: Invite, esl: EslClient, settings: CallSettings, log: CallLogger
+    ) -> None:
+        self.invite = invite
+        self.esl = esl
+        self.settings = settings
+        self.log = log
+        self.record = CallRecord(
+            uuid=invite.uuid,
+            sip_call_id=invite.sip_call_id,
+            did=invite.did,
+            caller=invite.caller,
+            transport=invite.transport,
+            source=invite.source,
+            srtp=invite.srtp,
+            started_at=time.time(),
+        )
+        self._ended: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._info_lock = asyncio.Lock()  # one call's INFOs go out in order
+        self._collecting = False
+        self._failure: str | None = None
+
+    # -- what the bot sees of the INVITE ----------------------------------------------
+
+    @property
+    def uuid(self) -> str:
+        return self.invite.uuid
+
+    @property
+    def sip_call_id(self) -> str:
+        return self.invite.sip_call_id
+
+    @property
+    def did(self) -> str:
+        return self.invite.did
+
+    @property
+    def caller(self) -> str:
+        return self.invite.caller
+
+    @property
+    def transport(self) -> str:
+        return self.invite.transport
+
+    @property
+    def source(self) -> str:
+        return self.invite.source
+
+    @property
+    def srtp(self) -> bool:
+        return self.invite.srtp
+
+    @property
+    def headers(self) -> CIMultiDictProxy[str]:
+        return self.invite.headers
+
+    @property
+    def raw_headers(self) -> Mapping[str, str]:
+        return self.invite.raw_headers
+
+    @property
+    def ended(self) -> bool:
+        return self._ended.done()
+
+    # -- bot actions -------------------------------------------------------------------
+
+    async def answer(self) -> None:
+        # bgapi: answering takes FreeSWITCH milliseconds that an ``api`` would hold the
+        # shared connection for (see the recordings).
+        reply = await self._until_ended(self.esl.bgapi(f"uuid_answer {self.uuid}"))
+        if not reply.startswith("+OK"):
+            raise EslCommandError(f"uuid_answer: {reply.strip()}")
+        self.record.answered_at = time.time()
+
+    async def play(self, source: str) -> None:
+        await self._execute("playback", _one_word(source, "source"))
+
+    async def say(self, text: str) -> None:
+        await self._execute("speak", f"{self.settings.tts_engine}|{' '.join(text.split())}")
+
+    async def collect_digits(
+        self,
+        max_digits: int = 1,
+        timeout: float = 5.0,  # noqa: ASYNC109 - the digit timeout FreeSWITCH applies
+        prompt: str | None = None,
+        terminators: str = "#",
+    ) -> str:
+        prompt = _SILENCE if prompt is None else _one_word(prompt, "prompt")
+        args = (
+            f"1 {max_digits} 1 {round(timeout * 1000)} {terminators or 'none'} "
+            f"{prompt} {_SILENCE} {_DIGITS_VARIABLE} \\d+"
+        )
+        self._collecting = True
+        try:
+            done = await self._execute("play_and_get_digits", args)
+        finally:
+            self._collecting = False
+        return done.variable(_DIGITS_VARIABLE)
+
+    async def send_update(self, payload: Mapping[str, Any]) -> None:
+        await self._send_info(payload, final=False)
+
+    async def finish(self, payload: Mapping[str, Any]) -> None:
+        await self._send_info(payload, final=True)
+        self.record.final_at = time.time()
+        try:
+            await asyncio.wait_for(asyncio.shield(self._ended), self.settings.final_bye_timeout)
+        except TimeoutError:
+            self.log.warning(
+                "no BYE from RingCX %ss after the final intent; hanging up",
+                self.settings.final_bye_timeout,
+            )
+            await self.end("NORMAL_CLEARING")
+
+    async def hangup(self, cause: str = "NORMAL_CLEARING") -> None:
+        if self.ended:
+            raise CallEnded(self.uuid)
+        await self.end(cause)
+
+    # -- controller side ---------------------------------------------------------------
+
+    @property
+    def collecting(self) -> bool:
+        """A ``collect_digits()`` is running: DTMF belongs to it, not to ``on_dtmf``."""
+        return self._collecting
+
+    def fail(self, reason: str) -> None:
+        """Note why the call is failing (first reason wins); its outcome will be Failed."""
+        if self._failure is None:
+            self._failure = reason
+            self.record.error = reason
+
+    async def end(self, cause: str = "NORMAL_CLEARING") -> None:
+        """Hang up (BYE) unless the call is over, and wait for FreeSWITCH to confirm it."""
+        if self.ended:
+            return
+        reply = await self.esl.api(f"uuid_kill {self.uuid} {cause}")
+        if not reply.startswith("+OK"):
+            self.log.info("uuid_kill: %s", reply.strip())  # the channel was already gone
+            return
+        try:
+            await asyncio.wait_for(asyncio.shield(self._ended), self.esl.settings.reply_timeout)
+        except TimeoutError:
+            self.log.warning("no CHANNEL_HANGUP_COMPLETE after uuid_kill")
+
+    def mark_ended(self, hangup_cause: str, caller_hung_up: bool) -> None:
+        """The channel is gone: settle the outcome and wake everything waiting on the call."""
+        if self.ended:
+            return
+        record = self.record
+        record.ended_at = time.time()
+        record.hangup_cause = hangup_cause
+        if record.final_at is not None:
+            record.outcome = Outcome.SUCCESS
+        elif self._failure is None and caller_hung_up:
+            record.outcome = Outcome.DISCONNECTED
+        else:
+            record.outcome = Outcome.FAILED
+        self._ended.set_result(None)
+        self.log.info(
+            "call ended: %s (%s)", record.outcome, hangup_cause, extra={"outcome": record.outcome}
+        )
+
+    async def wait_ended(self) -> None:
+        await asyncio.shield(self._ended)
+
+    # -- internals ---------------------------------------------------------------------
+
+    async def _send_info(self, payload: Mapping[str, Any], *, final: bool) -> None:
+        try:
+            body = encode_info(payload, final=final, max_bytes=self.settings.info_max_bytes)
+            if final and self.record.final_at is not None:
+                raise PayloadError("the final intent was already sent")
+        except Exception:
+            metrics.INFO_FAILED.labels(reason="payload").inc()
+            raise
+        async with self._info_lock:
+            if self.ended:
+                metrics.INFO_FAILED.labels(reason="ended").inc()
+                raise CallEnded(self.uuid)
+            entry = InfoRecord(
+                seq=len(self.record.infos) + 1, final=final, size=body.size, handed_at=time.time()
+            )
+            self.record.infos.append(entry)
+            started = time.perf_counter()
+            entry.reply = (await self.esl.bgapi(send_info_command(self.uuid, body))).strip()
+            metrics.INFO_HANDOFF_SECONDS.observe(time.perf_counter() - started)
+        if not entry.reply.startswith("+OK"):
+            # FreeSWITCH answers "-ERR Operation Failed" when the channel is gone or dying
+            # (recorded after the caller's BYE); the call is over for the bot.
+            metrics.INFO_FAILED.labels(reason="rejected").inc()
+            self.log.info("INFO %d not sent: %s", entry.seq, entry.reply)
+            raise CallEnded(f"{self.uuid}: {entry.reply}")
+        metrics.INFO_SENT.inc()
+        self.log.info("INFO %d handed to FreeSWITCH (%d bytes)", entry.seq, body.size)
+
+    async def _execute(self, app: str, arg: str) -> ChannelExecuteComplete:
+        done = await self._until_ended(self.esl.execute(self.uuid, app, arg))
+        if self.ended:  # the caller's BYE cuts media short: FreeSWITCH completes the app
+            raise CallEnded(self.uuid)
+        return done
+
+    async def _until_ended(self, work: Awaitable[T]) -> T:
+        """Run ``work`` unless the call ends first (then ``CallEnded``)."""
+        if self.ended:
+            raise CallEnded(self.uuid)
+        task = asyncio.ensure_future(work)
+        try:
+            await asyncio.wait((task, self._ended), return_when=asyncio.FIRST_COMPLETED)
+        except asyncio.CancelledError:
+            task.cancel()
+            raise
+        if task.done():
+            return task.result()
+        task.cancel()
+        raise CallEnded(self.uuid)
+
+
+def _one_word(value: str, what: str) -> str:
+    # FreeSWITCH splits application arguments on spaces.
+    if not value or any(c.isspace() for c in value):
+        raise ValueError(f"{what} must be one word without spaces: {value!r}")
+    return value
+
+
+class CallRegistry:
+    """Active calls and the most recent ended ones, by UUID (and SIP Call-ID)."""
+
+    def __init__(self, keep_ended: int = 1000) -> None:
+        self._active: dict[str, CallSession] = {}
+        self._ended: OrderedDict[str, CallSession] = OrderedDict()
+        self._by_call_id: dict[str, str] = {}
+        self._keep_ended = keep_ended
+
+    def add(self, call: CallSession) -> None:
+        self._active[call.uuid] = call
+        self._by_call_id[call.sip_call_id] = call.uuid
+        metrics.ACTIVE_CALLS.set(len(self._active))
+
+    def get(self, key: str) -> CallSession | None:
+        """A call by FreeSWITCH UUID or SIP Call-ID."""
+        uuid = self._by_call_id.get(key, key)
+        return self._active.get(uuid) or self._ended.get(uuid)
+
+    def active(self) -> list[CallSession]:
+        return list(self._active.values())
+
+    def all(self) -> list[CallSession]:
+        return [*self._active.values(), *reversed(self._ended.values())]
+
+    def __iter__(self) -> Iterator[CallSession]:
+        return iter(self.all())
+
+    def __len__(self) -> int:
+        return len(self._active) + len(self._ended)
+
+    def __contains__(self, uuid: object) -> bool:
+        return uuid in self._active or uuid in self._ended
+
+    def retire(self, call: CallSession) -> None:
+        """Move an ended call to the ended list, forgetting the oldest beyond the limit."""
+        if self._active.pop(call.uuid, None) is None:
+            return
+        self._ended[call.uuid] = call
+        while len(self._ended) > self._keep_ended:
+            _, old = self._ended.popitem(last=False)
+            self._by_call_id.pop(old.sip_call_id, None)
+        metrics.ACTIVE_CALLS.set(len(self._active))
+        if call.record.outcome is not None:
+            metrics.CALLS_ENDED.labels(outcome=call.record.outcome.value).inc()

@@ -1,0 +1,288 @@
+"""The controller: takes each parked call, runs its bot, keeps the node's ready gate.
+
+Public surface (the HTTP API, ``ivagate run`` and the benchmark build on it)::
+
+    controller = Controller(settings, EslClient(settings.esl))   # esl defaults to that
+    await controller.start()      # connects in the background, reconnects with backoff
+    controller.connected          # the Event Socket connection is up
+    controller.ready              # connected, not draining, ivagate_ready=true on FreeSWITCH
+    controller.draining
+    controller.calls              # ivagate.calls.CallRegistry (get / all / active)
+    controller.bots               # ivagate.bots.registry.BotRegistry
+    await controller.drain()      # ivagate_ready=false: new calls get 503 from the dialplan
+    await controller.wait_idle()  # returns once no call is active
+    await controller.stop()       # drain, let calls finish (call.drain_timeout), end the rest
+
+Life of a call: CHANNEL_PARK -> route (header, DID, default; none -> ``respond 404`` without
+answering) -> ``bot.on_call_start(call)`` in its own task -> the bot finishes (final intent,
+then RingCX's BYE, or ours after ``call.final_bye_timeout``) or fails (exception, returns
+without a final intent: we hang up, outcome Failed) -> ``bot.on_hangup`` -> the call moves to
+the registry's ended list.
+
+Failover: ``ivagate_ready`` is set true only while connected and not draining. When the Event
+Socket drops, every active call's bot is stopped (nothing can be sent); once the connection
+is back the controller lists FreeSWITCH's channels, hangs up those calls that still exist and
+records them all as Failed, then sets the gate again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Coroutine
+from typing import Any
+
+from . import metrics
+from .bots.base import Bot, CallEnded, StopBot
+from .bots.registry import BotRegistry
+from .calls import CallRegistry, CallSession
+from .esl import EslClient, EslError
+from .events import ChannelHangupComplete, ChannelPark, Dtmf, EslEvent
+from .invite import Invite
+from .log import CallLogger
+from .routing import choose_bot
+from .settings import Settings
+
+__all__ = ["Controller"]
+
+log = logging.getLogger(__name__)
+
+CONNECTION_LOST = "Event Socket connection lost"
+
+
+class Controller:
+    def __init__(self, settings: Settings, esl: EslClient | None = None) -> None:
+        self.settings = settings
+        self.esl = esl or EslClient(settings.esl)
+        # the [webhook] section is the webhook bot's options; call.bot_options can override
+        options = {"webhook": settings.webhook.model_dump(), **settings.call.bot_options}
+        self.bots = BotRegistry(settings.call.bots, options)
+        self.calls = CallRegistry(settings.call.keep_ended)
+        self._ready = False
+        self._draining = False
+        self._bots: dict[str, Bot] = {}
+        self._flows: dict[str, asyncio.Task[None]] = {}
+        self._orphans: list[CallSession] = []  # active when the connection dropped
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    # -- state -------------------------------------------------------------------------
+
+    @property
+    def connected(self) -> bool:
+        return self.esl.connected
+
+    @property
+    def ready(self) -> bool:
+        return self._ready and self.esl.connected and not self._draining
+
+    @property
+    def draining(self) -> bool:
+        return self._draining
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Load every bot (a broken one fails here), then connect in the background."""
+        self.bots.load_all()
+        await self.esl.start(self)
+
+    async def drain(self) -> None:
+        """Take no new calls (the dialplan answers 503); active calls go on."""
+        self._draining = True
+        if self.esl.connected:
+            await self._set_ready(False)
+        log.info("draining: %d active calls", len(self.calls.active()))
+
+    async def wait_idle(self) -> None:
+        """Wait until no call is active."""
+        await self._idle.wait()
+
+    async def stop(self) -> None:
+        """Orderly shutdown: drain, give calls ``call.drain_timeout``, end the rest, close."""
+        await self.drain()
+        try:
+            await asyncio.wait_for(self.wait_idle(), self.settings.call.drain_timeout)
+        except TimeoutError:
+            remaining = self.calls.active()
+            log.warning("ending %d calls still active after the drain timeout", len(remaining))
+            for call in remaining:
+                call.fail("controller shut down")
+            await asyncio.gather(*(self._end(call) for call in remaining))
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.esl.close()
+        metrics.READY.set(0)
+
+    # -- Event Socket listener (called on the loop, in wire order) ----------------------
+
+    def esl_connected(self) -> None:
+        self._spawn(self._resume())
+
+    def esl_disconnected(self) -> None:
+        self._ready = False
+        metrics.READY.set(0)
+        for call in self.calls.active():
+            if call.ended:
+                continue
+            call.fail(CONNECTION_LOST)
+            self._orphans.append(call)
+            flow = self._flows.get(call.uuid)
+            if flow is not None:
+                flow.cancel()
+
+    def esl_event(self, event: EslEvent) -> None:
+        if isinstance(event, ChannelPark):
+            if event.uuid and event.uuid not in self.calls:
+                self._take(Invite.from_park(event))
+            return
+        call = self.calls.get(event.uuid) if event.uuid else None
+        if call is None or call.ended:
+            return
+        if isinstance(event, ChannelHangupComplete):
+            call.mark_ended(event.hangup_cause, event.disposition.startswith("recv_"))
+        elif isinstance(event, Dtmf) and not call.collecting and call.uuid in self._bots:
+            self._spawn(self._dtmf(call, self._bots[call.uuid], event.digit))
+
+    # -- calls -------------------------------------------------------------------------
+
+    def _take(self, invite: Invite) -> None:
+        call_log = CallLogger(log, invite.uuid, invite.sip_call_id)
+        call = CallSession(invite, self.esl, self.settings.call, call_log)
+        self.calls.add(call)
+        self._idle.clear()
+        self._spawn(self._run(call))
+
+    async def _run(self, call: CallSession) -> None:
+        route = choose_bot(call.invite, self.settings.routing, self.bots)
+        call.record.bot = route.bot
+        call.log.info(
+            "call from %s to %s over %s: bot %s (%s)",
+            call.caller,
+            call.did,
+            call.transport,
+            route.bot,
+            route.reason,
+        )
+        try:
+            if route.bot is None:
+                await self._reject(call, route.reason)
+            else:
+                await self._drive(call, self.bots.create(route.bot))
+        finally:
+            self._bots.pop(call.uuid, None)
+            self._flows.pop(call.uuid, None)
+            self.calls.retire(call)
+            if not self.calls.active():
+                self._idle.set()
+
+    async def _reject(self, call: CallSession, reason: str) -> None:
+        call.fail(f"rejected with 404: {reason}")
+        try:
+            await self.esl.execute(call.uuid, "respond", "404 Not Found")
+        except EslError as exc:
+            call.log.warning("respond 404 failed: %s", exc)
+        await call.wait_ended()
+
+    async def _drive(self, call: CallSession, bot: Bot) -> None:
+        self._bots[call.uuid] = bot
+        flow = self._flows[call.uuid] = asyncio.create_task(bot.on_call_start(call))
+        ended = asyncio.ensure_future(call.wait_ended())
+        await asyncio.wait((flow, ended), return_when=asyncio.FIRST_COMPLETED)
+        if not flow.done():
+            # The call is over: the bot's next call action raises CallEnded. A bot busy
+            # elsewhere gets as long as RingCX gets for its BYE, then is stopped.
+            await asyncio.wait((flow,), timeout=self.settings.call.final_bye_timeout)
+            flow.cancel()
+            await asyncio.wait((flow,))
+        self._settle(call, flow)
+        if not call.ended:
+            if call.record.final_at is not None:  # StopBot after the final intent
+                await asyncio.wait((ended,), timeout=self.settings.call.final_bye_timeout)
+            await self._end(call)
+        await ended
+        assert call.record.outcome is not None
+        try:
+            await bot.on_hangup(call, call.record.outcome)
+        except Exception:
+            call.log.exception("bot's on_hangup raised")
+
+    def _settle(self, call: CallSession, flow: asyncio.Task[None]) -> None:
+        """Turn how the bot's flow ended into the call's failure reason, if any."""
+        if flow.cancelled():
+            call.fail("bot stopped: it did not return after the call ended")
+            return
+        error = flow.exception()
+        if error is None:
+            if call.record.final_at is None:
+                call.fail("bot returned without a final intent")
+        elif isinstance(error, StopBot | CallEnded):
+            if call.record.final_at is None and not call.ended:
+                call.fail(f"bot stopped: {error!r}")
+        else:
+            call.log.error("bot raised %r", error, exc_info=error)
+            call.fail(f"bot error: {error!r}")
+
+    async def _dtmf(self, call: CallSession, bot: Bot, digit: str) -> None:
+        try:
+            await bot.on_dtmf(call, digit)
+        except CallEnded:
+            pass
+        except Exception as error:
+            call.log.error("bot's on_dtmf raised %r", error, exc_info=error)
+            call.fail(f"bot error: {error!r}")
+            await self._end(call)
+
+    async def _end(self, call: CallSession) -> None:
+        """Hang up unless the connection is gone (then the reconnect cleans up)."""
+        if not self.esl.connected:
+            return
+        try:
+            await call.end()
+        except EslError as exc:
+            call.log.warning("hangup failed: %s", exc)
+
+    # -- connection --------------------------------------------------------------------
+
+    async def _resume(self) -> None:
+        """After (re)connecting: end the calls the outage orphaned, then open the gate."""
+        try:
+            if self._orphans:
+                await self._end_orphans()
+            await self._set_ready(not self._draining)
+        except EslError as exc:
+            log.warning("could not resume after connecting: %s", exc)
+
+    async def _end_orphans(self) -> None:
+        listing = json.loads(await self.esl.api("show channels as json") or "{}")
+        alive = {row.get("uuid") for row in listing.get("rows") or ()}
+        orphans, self._orphans = self._orphans, []
+        log.warning(
+            "ending %d calls left by the lost connection (%d still on FreeSWITCH)",
+            len(orphans),
+            sum(call.uuid in alive for call in orphans),
+        )
+        for call in orphans:
+            if call.uuid in alive:
+                await call.end()
+            call.mark_ended("ESL_CONNECTION_LOST", caller_hung_up=False)
+
+    async def _set_ready(self, ready: bool) -> None:
+        value = "true" if ready else "false"
+        reply = await self.esl.api(f"global_setvar ivagate_ready={value}")
+        self._ready = ready and reply.startswith("+OK")
+        metrics.READY.set(1 if self.ready else 0)
+        log.info("ivagate_ready=%s: %s", value, reply.strip())
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("controller task failed", exc_info=task.exception())

@@ -1,0 +1,349 @@
+"""The Event Socket adapter: the only module that imports greenswitch or gevent.
+
+greenswitch's ``InboundESL`` runs on its own thread with its own gevent hub; the asyncio
+process is never monkey-patched. Events cross to asyncio with ``loop.call_soon_threadsafe``,
+commands cross to the hub with ``hub.loop.run_callback_threadsafe`` (each command then runs in
+its own greenlet). What greenswitch 0.0.19 lacks is fixed here, in a subclass:
+
+* ``send()`` used ``socket.send`` and ignored partial writes, so a large INFO body could be
+  cut: we ``sendall`` under a lock, so commands never interleave on the wire and the order of
+  greenswitch's reply queue stays the order of the bytes sent;
+* replies had no timeout: a reply that does not come within ``esl.reply_timeout`` closes the
+  connection (replies are matched by position, so the connection cannot be trusted after a
+  lost one) and the caller gets ``EslTimeout``;
+* ``text/event-plain`` bodies were URL-decoded as a whole before being split into lines, which
+  breaks values holding encoded newlines or ``": "``; we parse them line by line instead;
+* a short read at EOF looped for ever; it now ends the connection;
+* there was no reconnect: ``EslClient`` reconnects with exponential backoff and tells its
+  listener when the connection comes and goes.
+
+Replies to ``bgapi`` and ``sendmsg`` are correlated by the ``Job-UUID`` / ``Event-UUID`` we
+send (FreeSWITCH echoes them in BACKGROUND_JOB and as CHANNEL_EXECUTE_COMPLETE's
+``Application-UUID``), never by arrival order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import threading
+import uuid
+from collections.abc import Callable
+from typing import Any, Protocol
+
+import gevent
+import gevent.event
+import gevent.lock
+from greenswitch.esl import InboundESL, NotConnectedError
+
+from . import metrics
+from .events import (
+    SUBSCRIBED_EVENTS,
+    BackgroundJob,
+    ChannelExecuteComplete,
+    EslEvent,
+    parse_event,
+    parse_plain_headers,
+)
+from .settings import EslSettings
+
+__all__ = [
+    "EslClient",
+    "EslCommandError",
+    "EslDisconnected",
+    "EslError",
+    "EslListener",
+    "EslTimeout",
+]
+
+log = logging.getLogger(__name__)
+
+
+class EslError(RuntimeError):
+    """An Event Socket command could not be carried out."""
+
+
+class EslDisconnected(EslError):
+    """There is no Event Socket connection (or it dropped while waiting)."""
+
+
+class EslTimeout(EslError):
+    """FreeSWITCH did not answer within ``esl.reply_timeout``."""
+
+
+class EslCommandError(EslError):
+    """FreeSWITCH refused a command (its reply did not start with ``+OK``)."""
+
+
+class EslListener(Protocol):
+    """Who receives the connection's news, always on the asyncio loop, in wire order."""
+
+    def esl_connected(self) -> None: ...
+
+    def esl_disconnected(self) -> None: ...
+
+    def esl_event(self, event: EslEvent) -> None: ...
+
+
+class _Connection(InboundESL):  # type: ignore[misc]  # greenswitch is untyped
+    """greenswitch's InboundESL with its gaps fixed (see the module docstring)."""
+
+    def __init__(self, settings: EslSettings, on_event: Callable[[EslEvent], None]) -> None:
+        super().__init__(
+            settings.host,
+            settings.port,
+            settings.password.get_secret_value(),
+            timeout=settings.reply_timeout,
+        )
+        self._send_lock = gevent.lock.Semaphore()
+        self._on_event = on_event
+
+    def send(self, data: str) -> Any:
+        if not self.connected:
+            raise NotConnectedError()
+        reply = gevent.event.AsyncResult()
+        with self._send_lock:
+            self._commands_sent.append(reply)
+            self.sock.sendall((data + "\n\n").encode())
+        try:
+            return reply.get(timeout=self.timeout)
+        except gevent.Timeout:
+            log.error("no reply from FreeSWITCH within %ss; reconnecting", self.timeout)
+            self.close()
+            raise EslTimeout(f"no reply within {self.timeout}s") from None
+
+    def handle_event(self, event: Any) -> None:
+        try:
+            if event.headers.get("Content-Type") == "text/event-plain":
+                text = self._read_socket(self.sock_file, int(event.headers["Content-Length"]))
+                head, _, body = text.partition("\n\n")
+                self._on_event(parse_event(parse_plain_headers(head), body))
+            else:
+                super().handle_event(event)
+        except Exception:
+            log.exception("unreadable Event Socket frame; reconnecting")
+            self.close()
+
+    @staticmethod
+    def _read_socket(sock: Any, length: int) -> str:
+        data: bytes = sock.read(length)  # a buffered reader returns short only at EOF
+        if len(data) < length:
+            raise EOFError("Event Socket closed mid-frame")
+        return data.decode()
+
+    def close(self) -> None:
+        """Drop the connection; the reader greenlet ends and pending replies fail."""
+        self._run = False
+        self.connected = False
+        sock = getattr(self, "sock", None)
+        if sock is not None:
+            sock.close()
+
+    def fail_pending(self) -> None:
+        for reply in self._commands_sent:
+            if not reply.ready():
+                reply.set_exception(EslDisconnected("Event Socket connection lost"))
+        self._commands_sent.clear()
+
+
+class EslClient:
+    """One inbound Event Socket connection, reconnected with backoff, used from asyncio."""
+
+    def __init__(self, settings: EslSettings) -> None:
+        self.settings = settings
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._listener: EslListener | None = None
+        self._thread: threading.Thread | None = None
+        self._hub_loop: Any = None
+        self._wake: Any = None  # gevent Event: interrupts the backoff sleep on close()
+        self._conn: _Connection | None = None
+        self._stopping = False
+        self._connected = False
+        self._jobs: dict[str, asyncio.Future[str]] = {}
+        self._apps: dict[str, asyncio.Future[ChannelExecuteComplete]] = {}
+
+    @property
+    def connected(self) -> bool:
+        """True between the listener's ``esl_connected`` and ``esl_disconnected``."""
+        return self._connected
+
+    async def start(self, listener: EslListener) -> None:
+        """Start the hub thread; it connects (and reconnects) in the background."""
+        self._loop = asyncio.get_running_loop()
+        self._listener = listener
+        started: asyncio.Future[None] = self._loop.create_future()
+        self._thread = threading.Thread(
+            target=self._hub_main, args=(started,), name="ivagate-esl", daemon=True
+        )
+        self._thread.start()
+        await started
+
+    async def close(self) -> None:
+        """Close the connection and stop the hub thread."""
+        if self._thread is None:
+            return
+        self._stopping = True
+        self._hub_loop.run_callback_threadsafe(self._stop_in_hub)
+        await asyncio.to_thread(self._thread.join)
+        self._thread = None
+
+    async def api(self, command: str) -> str:
+        """``api <command>``: FreeSWITCH's reply body. Blocks the connection while it runs."""
+        reply: str = await self._in_hub(f"api {command}")
+        return reply
+
+    async def bgapi(self, command: str) -> str:
+        """``bgapi <command>``: the BACKGROUND_JOB body, matched by our ``Job-UUID``."""
+        job_uuid = str(uuid.uuid4())
+        done = self._future(self._jobs, job_uuid)
+        try:
+            await self._expect_ok(f"bgapi {command}\nJob-UUID: {job_uuid}")
+            return await asyncio.wait_for(done, self.settings.reply_timeout)
+        except TimeoutError:
+            raise EslTimeout(f"no BACKGROUND_JOB for {command!r}") from None
+        finally:
+            self._jobs.pop(job_uuid, None)
+
+    async def execute(self, channel: str, app: str, arg: str = "") -> ChannelExecuteComplete:
+        """Run dialplan ``app`` on ``channel`` (``sendmsg``) and wait for it to complete."""
+        if "\n" in arg or "\n" in app:
+            raise ValueError("application name and argument must be one line")
+        event_uuid = str(uuid.uuid4())
+        done = self._future(self._apps, event_uuid)
+        lines = [f"sendmsg {channel}", "call-command: execute", f"execute-app-name: {app}"]
+        if arg:
+            lines.append(f"execute-app-arg: {arg}")
+        lines.append(f"Event-UUID: {event_uuid}")
+        try:
+            await self._expect_ok("\n".join(lines))
+            complete: ChannelExecuteComplete = await done
+            return complete
+        finally:
+            self._apps.pop(event_uuid, None)
+
+    # -- asyncio side ------------------------------------------------------------------
+
+    def _future(self, table: dict[str, asyncio.Future[Any]], key: str) -> asyncio.Future[Any]:
+        if not self._connected or self._loop is None:
+            raise EslDisconnected("no Event Socket connection")
+        future = table[key] = self._loop.create_future()
+        return future
+
+    async def _expect_ok(self, data: str) -> None:
+        reply: str = await self._in_hub(data)
+        if not reply.startswith("+OK"):
+            raise EslCommandError(reply.strip())
+
+    def _in_hub(self, data: str) -> asyncio.Future[Any]:
+        if not self._connected or self._loop is None:
+            raise EslDisconnected("no Event Socket connection")
+        future = self._loop.create_future()
+        self._hub_loop.run_callback_threadsafe(gevent.spawn, self._send_in_hub, data, future)
+        return future
+
+    def _dispatch(self, event: EslEvent) -> None:
+        table: dict[str, asyncio.Future[Any]] | None = None
+        key = ""
+        if isinstance(event, BackgroundJob):
+            table, key = self._jobs, event.job_uuid
+        elif isinstance(event, ChannelExecuteComplete):
+            table, key = self._apps, event.application_uuid
+        if table is not None:
+            waiter = table.pop(key, None)
+            if waiter is not None and not waiter.done():
+                waiter.set_result(event.body if isinstance(event, BackgroundJob) else event)
+        assert self._listener is not None
+        self._listener.esl_event(event)
+
+    def _set_connected(self, up: bool) -> None:
+        self._connected = up
+        metrics.ESL_CONNECTED.set(1 if up else 0)
+        assert self._listener is not None
+        if up:
+            self._listener.esl_connected()
+            return
+        lost = EslDisconnected("Event Socket connection lost")
+        for table in (self._jobs, self._apps):
+            for waiter in table.values():
+                if not waiter.done():
+                    waiter.set_exception(lost)
+            table.clear()
+        self._listener.esl_disconnected()
+
+    def _to_loop(self, callback: Callable[..., None], *args: Any) -> None:
+        assert self._loop is not None
+        self._loop.call_soon_threadsafe(callback, *args)
+
+    # -- hub thread --------------------------------------------------------------------
+
+    def _hub_main(self, started: asyncio.Future[None]) -> None:
+        hub = gevent.get_hub()  # a new hub: this thread's own
+        self._hub_loop = hub.loop
+        self._wake = gevent.event.Event()
+        self._to_loop(started.set_result, None)
+        gevent.spawn(self._serve).join()
+        hub.destroy(destroy_loop=True)
+
+    def _serve(self) -> None:
+        delay = self.settings.reconnect_min
+        while not self._stopping:
+            conn = self._connect()
+            if conn is None:
+                self._wake.wait(delay)
+                delay = min(delay * 2, self.settings.reconnect_max)
+                continue
+            delay = self.settings.reconnect_min
+            self._conn = conn
+            self._to_loop(self._set_connected, True)
+            conn._receive_events_greenlet.join()
+            self._conn = None
+            conn.close()
+            conn.fail_pending()
+            self._to_loop(self._set_connected, False)
+            if not self._stopping:
+                log.warning("Event Socket connection lost; reconnecting")
+
+    def _connect(self) -> _Connection | None:
+        where = f"{self.settings.host}:{self.settings.port}"
+        conn = _Connection(self.settings, lambda event: self._to_loop(self._dispatch, event))
+        try:
+            with gevent.Timeout(self.settings.reply_timeout, EslTimeout("no auth/request")):
+                conn.connect()
+            conn.sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+            reply = conn.send("event plain " + " ".join(SUBSCRIBED_EVENTS))
+            if not reply.data.startswith("+OK"):
+                raise EslCommandError(reply.data)
+        except (Exception, gevent.Timeout) as exc:
+            log.warning("cannot connect to FreeSWITCH's Event Socket at %s: %r", where, exc)
+            conn.close()
+            return None
+        log.info("connected to FreeSWITCH's Event Socket at %s", where)
+        return conn
+
+    def _send_in_hub(self, data: str, future: asyncio.Future[Any]) -> None:
+        conn = self._conn
+        try:
+            if conn is None or not conn.connected:
+                raise EslDisconnected("no Event Socket connection")
+            reply = conn.send(data)
+        except (NotConnectedError, OSError) as exc:
+            self._to_loop(_settle, future, None, EslDisconnected(str(exc) or "not connected"))
+        except Exception as exc:
+            self._to_loop(_settle, future, None, exc)
+        else:
+            self._to_loop(_settle, future, reply.data, None)
+
+    def _stop_in_hub(self) -> None:
+        self._wake.set()
+        if self._conn is not None:
+            self._conn.close()
+
+
+def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
+    if future.done():  # the awaiting side gave up (cancelled)
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(result)
