@@ -1,0 +1,44 @@
+#!/bin/sh
+# Start FreeSWITCH on ivagate's config tree, in the foreground, and refuse to start without the
+# settings that have no safe default. The image runs it; with an operator-supplied FreeSWITCH image,
+# mount this tree and use this script as the entrypoint (README.md). Tests run it too.
+#
+# Site values are IVAGATE_FS_* environment variables, read by vars.xml when FreeSWITCH loads.
+# Paths: IVAGATE_FS_BIN (freeswitch), IVAGATE_FS_CONF_DIR (this script's directory),
+#        IVAGATE_FS_LOG_DIR (/var/log/freeswitch), IVAGATE_FS_STATE_DIR (/var/lib/freeswitch),
+#        IVAGATE_FS_RUN_DIR (/run/freeswitch). Extra arguments are passed to freeswitch.
+set -eu
+
+fail() {
+	echo "ivagate-freeswitch: $*" >&2
+	exit 64
+}
+
+# An empty IVAGATE_FS_* would become an empty value in FreeSWITCH: treat it as unset (= default).
+for name in $(env | sed -n 's/^\(IVAGATE_FS_[A-Z0-9_]*\)=$/\1/p'); do
+	unset "$name"
+done
+
+# mod_event_socket falls back to the well-known "ClueCon" when the password is empty.
+[ -n "${IVAGATE_FS_ESL_PASSWORD:-}" ] ||
+	fail "IVAGATE_FS_ESL_PASSWORD is not set: the event socket has no default password"
+[ "$IVAGATE_FS_ESL_PASSWORD" != "ClueCon" ] ||
+	fail "IVAGATE_FS_ESL_PASSWORD is FreeSWITCH's well-known default: choose another"
+case "$IVAGATE_FS_ESL_PASSWORD" in
+*[!A-Za-z0-9._~+=-]*)
+	# it is pasted into XML and into the controller's "auth" line: keep it to safe characters
+	fail "IVAGATE_FS_ESL_PASSWORD may hold only letters, digits and . _ ~ + = -" ;;
+esac
+
+conf=${IVAGATE_FS_CONF_DIR:-$(cd "$(dirname "$0")" && pwd)}
+log=${IVAGATE_FS_LOG_DIR:-/var/log/freeswitch}
+state=${IVAGATE_FS_STATE_DIR:-/var/lib/freeswitch}
+run=${IVAGATE_FS_RUN_DIR:-/run/freeswitch}
+[ -r "$conf/freeswitch.xml" ] || fail "no freeswitch.xml in $conf (IVAGATE_FS_CONF_DIR)"
+mkdir -p "$log" "$state/db" "$state/storage" "$state/recordings" "$run"
+
+# -nonat: no UPnP/NAT-PMP probing (addresses are configured); -nf: stay in the foreground (the
+# container's main process); -nc: no console (logs go to $log/freeswitch.log).
+exec "${IVAGATE_FS_BIN:-freeswitch}" -nonat -nf -nc \
+	-conf "$conf" -log "$log" -db "$state/db" -run "$run" \
+	-storage "$state/storage" -recordings "$state/recordings" "$@"

@@ -1,0 +1,129 @@
+"""Read freeswitch/ the way FreeSWITCH 1.10 does, so tests can check the tree without FreeSWITCH.
+
+FreeSWITCH assembles its configuration with a line-based preprocessor (switch_xml.c,
+``preprocess``): on every line it first replaces each ``$${name}`` with the global variable
+``name`` (empty when undefined), drops lines holding ``<include>``, ``</include>`` or ``<?``, and
+runs a line's ``X-PRE-PROCESS`` command (``set``, ``env-set``, ``include`` of a glob relative to
+the including file's directory) instead of copying it. ``assemble`` does the same and records
+every reference to an undefined variable. ``run_dialplan`` evaluates one XML dialplan context
+the way mod_dialplan_xml's hunt does for the constructs the tree uses (condition chains,
+anti-actions, ``continue``), so tests can say which applications a call would run.
+"""
+
+from __future__ import annotations
+
+import glob
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from lxml import etree
+
+__all__ = [
+    "BUILTIN_VARIABLES",
+    "CONF_DIR",
+    "Assembly",
+    "assemble",
+    "run_dialplan",
+]
+
+CONF_DIR = Path(__file__).resolve().parents[2] / "freeswitch"
+
+# Variables FreeSWITCH computes before reading vars.xml (values are stand-ins for tests).
+BUILTIN_VARIABLES = {
+    "local_ip_v4": "192.0.2.1",
+    "certs_dir": "/etc/freeswitch/tls",
+    "conf_dir": "/etc/freeswitch",
+    "log_dir": "/var/log/freeswitch",
+}
+
+_VAR = re.compile(r"\$\$\{([^}]*)\}")
+_PRE = re.compile(r'<X-PRE-PROCESS\s+cmd="([^"]*)"\s+data="([^"]*)"\s*/>', re.IGNORECASE)
+
+
+@dataclass
+class Assembly:
+    """The assembled document and what the preprocessor saw on the way."""
+
+    text: str = ""
+    variables: dict[str, str] = field(default_factory=dict)
+    undefined: list[str] = field(default_factory=list)  # "file:line name" for each bad reference
+    files: list[Path] = field(default_factory=list)
+
+    @property
+    def root(self) -> etree._Element:
+        return etree.fromstring(self.text.encode())
+
+    def configuration(self, name: str) -> etree._Element:
+        found = self.root.xpath(f"section[@name='configuration']/configuration[@name='{name}']")
+        assert found, f"no configuration {name!r} in the assembled tree"
+        element: etree._Element = found[0]
+        return element
+
+    def params(self, element: etree._Element) -> dict[str, str]:
+        return {p.get("name"): p.get("value") for p in element.iter("param")}
+
+
+def assemble(env: Mapping[str, str], conf_dir: Path = CONF_DIR) -> Assembly:
+    """Preprocess ``conf_dir/freeswitch.xml`` with ``env`` as the process environment."""
+    out = Assembly(variables=dict(BUILTIN_VARIABLES))
+    chunks: list[str] = []
+    _preprocess(conf_dir / "freeswitch.xml", env, out, chunks)
+    out.text = "".join(chunks)
+    return out
+
+
+def _preprocess(path: Path, env: Mapping[str, str], out: Assembly, chunks: list[str]) -> None:
+    out.files.append(path)
+    for number, raw in enumerate(path.read_text().splitlines(keepends=True), 1):
+
+        def expand(match: re.Match[str], where: str = f"{path.name}:{number}") -> str:
+            name = match.group(1)
+            if name not in out.variables:
+                out.undefined.append(f"{where} {name}")
+            return out.variables.get(name, "")
+
+        line = _VAR.sub(expand, raw)
+        if "<include>" in line or "</include>" in line or "<?" in line:
+            continue
+        command = _PRE.search(line)
+        if command is None:
+            assert "X-PRE-PROCESS" not in line.upper(), f"{path}:{number}: unparsed {line!r}"
+            chunks.append(line)
+            continue
+        cmd, data = command.groups()
+        name, _, value = data.partition("=")
+        if cmd == "set":
+            out.variables[name.strip()] = value.strip()
+        elif cmd == "env-set":
+            assert value.startswith("$"), f"{path}:{number}: env-set wants name=$ENV"
+            if value[1:] in env:
+                out.variables[name] = env[value[1:]]
+        elif cmd == "include":
+            for included in sorted(glob.glob(str(path.parent / data))):
+                _preprocess(Path(included), env, out, chunks)
+        else:
+            raise AssertionError(f"{path}:{number}: preprocessor command {cmd!r} not modelled")
+
+
+def run_dialplan(
+    assembly: Assembly, context: str, channel: Mapping[str, str]
+) -> list[tuple[str, str]]:
+    """The (application, data) pairs a call with these channel variables would execute."""
+    found = assembly.root.xpath(f"section[@name='dialplan']/context[@name='{context}']")
+    assert found, f"no dialplan context {context!r}"
+    lookup = {**assembly.variables, **channel}  # channel variables fall back to globals
+    executed: list[tuple[str, str]] = []
+    for extension in found[0].iter("extension"):
+        matched = True
+        for condition in extension.iter("condition"):
+            field_name = re.sub(r"^\$\{(.*)\}$", r"\1", condition.get("field", ""))
+            matched = re.search(condition.get("expression", ""), lookup.get(field_name, ""))
+            tag = "action" if matched else "anti-action"
+            executed += [(a.get("application"), a.get("data", "")) for a in condition.iter(tag)]
+            if not matched:
+                break
+        if matched and extension.get("continue") != "true":
+            break
+    return executed
