@@ -5,14 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 
 import pytest
-from fs_tree import Assembly, assemble
-
-# A site as an operator would configure it (documentation addresses, RFC 5737).
-SITE_ENV = {
-    "IVAGATE_FS_SIP_IP": "192.0.2.10",
-    "IVAGATE_FS_EDGE_CIDRS": "198.51.100.0/24,203.0.113.7/32",
-    "IVAGATE_FS_ESL_PASSWORD": "s3cret-for-tests",
-}
+from fs_tree import SITE_ENV, Assembly, assemble
 
 
 @pytest.fixture

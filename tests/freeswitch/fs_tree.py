@@ -23,6 +23,7 @@ from lxml import etree
 __all__ = [
     "BUILTIN_VARIABLES",
     "CONF_DIR",
+    "SITE_ENV",
     "Assembly",
     "assemble",
     "run_dialplan",
@@ -36,6 +37,13 @@ BUILTIN_VARIABLES = {
     "certs_dir": "/etc/freeswitch/tls",
     "conf_dir": "/etc/freeswitch",
     "log_dir": "/var/log/freeswitch",
+}
+
+# A site as an operator would configure it (documentation addresses, RFC 5737).
+SITE_ENV = {
+    "IVAGATE_FS_SIP_IP": "192.0.2.10",
+    "IVAGATE_FS_EDGE_CIDRS": "198.51.100.0/24,203.0.113.7/32",
+    "IVAGATE_FS_ESL_PASSWORD": "s3cret-for-tests",
 }
 
 _VAR = re.compile(r"\$\$\{([^}]*)\}")

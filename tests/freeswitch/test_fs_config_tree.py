@@ -8,8 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import SITE_ENV
-from fs_tree import CONF_DIR, Assembly, run_dialplan
+from fs_tree import CONF_DIR, SITE_ENV, Assembly, run_dialplan
 from lxml import etree
 
 Tree = Callable[..., Assembly]
@@ -125,7 +124,7 @@ def test_event_socket_is_loopback_only_with_the_sites_password(tree: Tree) -> No
 
 
 def test_event_socket_password_has_no_default(tree: Tree) -> None:
-    """Without IVAGATE_FS_ESL_PASSWORD the password is undefined (entrypoint.sh refuses to start)."""
+    """Without IVAGATE_FS_ESL_PASSWORD the password is undefined: entrypoint.sh refuses to start."""
     assembly = tree({"IVAGATE_FS_ESL_PASSWORD": None})
     assert any(ref.endswith(" ivagate_fs_esl_password") for ref in assembly.undefined)
     assert "cluecon" not in "".join(p.read_text().lower() for p in XML_FILES)
