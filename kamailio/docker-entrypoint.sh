@@ -1,0 +1,102 @@
+#!/bin/bash
+# Start the ivagate edge (Kamailio) in a container from IVAGATE_EDGE_* environment variables.
+# `ivagate-edge` runs Kamailio in the foreground; `ivagate-edge health` checks it answers;
+# `ivagate-edge rpc METHOD [PARAMS_JSON]` calls its JSON-RPC on the loopback control listener
+# (e.g. `rpc permissions.addressReload`, `rpc dispatcher.list`).
+#
+#   IVAGATE_EDGE_SIP_PORT     SIP over UDP and TCP (5060)
+#   IVAGATE_EDGE_TLS_PORT     SIP over TLS (5061)
+#   IVAGATE_EDGE_TLS          "false" turns the TLS listener off (on by default)
+#   IVAGATE_EDGE_TLS_DIR      holds tls.crt and tls.key (/etc/ivagate/edge); when both are missing a
+#                             self-signed pair for IVAGATE_EDGE_TLS_NAME (the hostname) is made there
+#   IVAGATE_EDGE_ADVERTISE    address put in Via/Record-Route when the edge is behind NAT
+#   IVAGATE_EDGE_ALLOW        extra sources allowed to send calls, as RingCX is: addresses or
+#                             CIDRs, separated by spaces or commas (added to allowlist.address)
+#   IVAGATE_EDGE_MEDIA_NODES  media-node SIP URIs, separated by spaces or commas; replaces the
+#                             entries of dispatcher.list (sip:10.0.0.7:5080)
+#   IVAGATE_EDGE_DEFINES      more kamailio.cfg switches, e.g. "WITH_DEBUG TESTING"
+#   IVAGATE_EDGE_CONF_DIR     the config tree (/etc/ivagate/kamailio)
+set -euo pipefail
+
+conf=${IVAGATE_EDGE_CONF_DIR:-/etc/ivagate/kamailio}
+tls_dir=${IVAGATE_EDGE_TLS_DIR:-/etc/ivagate/edge}
+state=/run/ivagate-edge
+http_port=8060
+
+fail() {
+	echo "ivagate-edge: $*" >&2
+	exit 64
+}
+
+# JSON-RPC over the HTTP listener kamailio.cfg keeps on 127.0.0.1 (no curl in the image).
+rpc() {
+	local body="{\"jsonrpc\":\"2.0\",\"method\":\"$1\",\"params\":${2:-[]},\"id\":1}"
+	exec 3<>/dev/tcp/127.0.0.1/$http_port
+	printf 'POST /RPC HTTP/1.0\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s' \
+		"${#body}" "$body" >&3
+	sed '1,/^\r$/d' <&3
+	exec 3<&-
+}
+
+case "${1:-run}" in
+health)
+	rpc core.uptime | grep -q '"uptime"'
+	exit
+	;;
+rpc)
+	shift
+	rpc "$@"
+	echo
+	exit
+	;;
+run) ;;
+*) fail "unknown command '$1' (run, health, rpc)" ;;
+esac
+
+# Splits "a, b c" into one word per line.
+words() { tr ', ' '\n\n' <<<"${1:-}" | sed '/^$/d'; }
+
+mkdir -p "$state"
+defines=(-A "SIP_PORT=${IVAGATE_EDGE_SIP_PORT:-5060}" -A "TLS_PORT=${IVAGATE_EDGE_TLS_PORT:-5061}"
+	-A "HTTP_PORT=$http_port" -A "TLS_CONFIG=\"$conf/tls.cfg\""
+	-A "ALLOWLIST_FILE=\"$state/allowlist.address\"" -A "DISPATCHER_LIST=\"$state/dispatcher.list\"")
+
+# Allowlist: the shipped file (RingCX's supernets) plus this site's extra sources, group 1.
+{
+	cat "$conf/allowlist.address"
+	for source in $(words "${IVAGATE_EDGE_ALLOW:-}"); do
+		[[ $source == */* ]] || source="$source/32"
+		echo "1 ${source%/*} ${source#*/} 0 site"
+	done
+} >"$state/allowlist.address"
+
+# Media nodes: the shipped file, or set 1 rebuilt from IVAGATE_EDGE_MEDIA_NODES.
+if [ -n "${IVAGATE_EDGE_MEDIA_NODES:-}" ]; then
+	n=0
+	for uri in $(words "$IVAGATE_EDGE_MEDIA_NODES"); do
+		n=$((n + 1))
+		echo "1 $uri 0 0 duid=media$n"
+	done >"$state/dispatcher.list"
+else
+	cp "$conf/dispatcher.list" "$state/dispatcher.list"
+fi
+
+if [ "${IVAGATE_EDGE_TLS:-true}" != false ]; then
+	crt=$tls_dir/tls.crt key=$tls_dir/tls.key
+	if [ ! -e "$crt" ] && [ ! -e "$key" ]; then
+		name=${IVAGATE_EDGE_TLS_NAME:-$(hostname)}
+		echo "ivagate-edge: no certificate in $tls_dir; making a self-signed one for $name" >&2
+		mkdir -p "$tls_dir"
+		openssl req -x509 -newkey rsa:2048 -nodes -days 825 -subj "/CN=$name" \
+			-addext "subjectAltName=DNS:$name" -keyout "$key" -out "$crt" 2>/dev/null
+	fi
+	[ -r "$crt" ] && [ -r "$key" ] || fail "TLS needs both $crt and $key"
+	defines+=(-A WITH_TLS -A "TLS_CERT=\"$crt\"" -A "TLS_KEY=\"$key\"")
+fi
+[ -z "${IVAGATE_EDGE_ADVERTISE:-}" ] || defines+=(-A "ADVERTISE_ADDR=$IVAGATE_EDGE_ADVERTISE")
+for define in $(words "${IVAGATE_EDGE_DEFINES:-}"); do
+	defines+=(-A "$define")
+done
+
+# -DD: foreground as the container's main process; -E: log to stderr (docker logs).
+exec kamailio -DD -E -f "$conf/kamailio.cfg" "${defines[@]}"

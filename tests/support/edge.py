@@ -1,0 +1,314 @@
+"""Run the repo's Kamailio edge and SIPp on loopback, for the edge tests and benchmark.
+
+``Edge`` starts ``kamailio/kamailio.cfg`` exactly as shipped, with site values given as
+``-A`` defines (free ports, temporary allowlist and dispatcher files, throwaway TLS
+certificates). ``run_sipp``/``start_sipp`` drive the SIPp scenarios in
+``tests/kamailio/scenarios``. Nothing here fakes SIP: both are the real Debian binaries.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+import urllib.request
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "EDGE_CFG",
+    "SCENARIOS",
+    "Edge",
+    "EdgeSetup",
+    "SippRun",
+    "free_port",
+    "run_sipp",
+    "start_sipp",
+]
+
+REPO = Path(__file__).resolve().parents[2]
+EDGE_CFG = REPO / "kamailio" / "kamailio.cfg"
+SCENARIOS = REPO / "tests" / "kamailio" / "scenarios"
+KAMAILIO = shutil.which("kamailio") or "/usr/sbin/kamailio"
+SIPP = shutil.which("sipp") or "/usr/bin/sipp"
+READY_TIMEOUT = 20.0
+SHIPPED_TLS_DIR = "/etc/ivagate/edge/"  # where kamailio/tls.cfg expects its certificates
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port free for both TCP and UDP on ``host`` (SIP listens on both)."""
+    for _ in range(50):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
+            tcp.bind((host, 0))
+            port = int(tcp.getsockname()[1])
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+                try:
+                    udp.bind((host, port))
+                except OSError:
+                    continue
+            return port
+    raise RuntimeError(f"no free TCP+UDP port on {host}")
+
+
+@dataclass
+class EdgeSetup:
+    """Site values for one edge: who is allowed, which media nodes, which switches."""
+
+    allow: list[str] = field(default_factory=lambda: ["127.0.0.2/32"])  # RingCX, group 1
+    probes: list[str] = field(default_factory=list)  # health probes, group 2
+    nodes: list[str] = field(default_factory=list)  # dispatcher URIs, set 1
+    tls: bool = True
+    tls_dir: Path | None = None  # holds tls.crt, tls.key (and ca.crt): see ``tls_files``
+    client_verify: bool = False  # WITH_TLS_CLIENT_VERIFY: tls-client-verify.cfg
+    listen: str = "127.0.0.1"
+    defines: dict[str, str] = field(default_factory=dict)  # e.g. {"MEDIA_ANSWER_TIMEOUT": "1500"}
+
+
+def _address_lines(group: int, cidrs: Sequence[str]) -> list[str]:
+    lines = []
+    for cidr in cidrs:
+        address, _, mask = cidr.partition("/")
+        lines.append(f"{group} {address} {mask or 32} 0")
+    return lines
+
+
+class Edge:
+    """One Kamailio process running the shipped config; a context manager."""
+
+    def __init__(self, workdir: Path, setup: EdgeSetup) -> None:
+        self.workdir = workdir
+        self.setup = setup
+        self.host = setup.listen
+        self.sip_port = free_port(self.host)
+        self.tls_port = free_port(self.host)
+        self.http_port = free_port("127.0.0.1")
+        self.allowlist = workdir / "allowlist.address"
+        self.dispatcher = workdir / "dispatcher.list"
+        self.log_path = workdir / "kamailio.log"
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def sip(self) -> str:
+        return f"{self.host}:{self.sip_port}"
+
+    @property
+    def tls(self) -> str:
+        return f"{self.host}:{self.tls_port}"
+
+    def write_allowlist(self, allow: Sequence[str], probes: Sequence[str] = ()) -> None:
+        lines = _address_lines(1, allow) + _address_lines(2, probes)
+        self.allowlist.write_text("\n".join(["# written by tests/support/edge.py", *lines]) + "\n")
+
+    def _defines(self) -> list[str]:
+        s = self.setup
+        values = {
+            "LISTEN_ADDR": self.host,
+            "SIP_PORT": str(self.sip_port),
+            "TLS_PORT": str(self.tls_port),
+            "HTTP_PORT": str(self.http_port),
+            "ALLOWLIST_FILE": f'"{self.allowlist}"',
+            "DISPATCHER_LIST": f'"{self.dispatcher}"',
+            "CHILDREN": "2",
+            "TCP_CHILDREN": "2",
+            **s.defines,
+        }
+        switches = ["TESTING"]
+        if s.tls:
+            switches.append("WITH_TLS")
+            values["TLS_CONFIG"] = f'"{self._tls_config()}"'
+        if s.client_verify:
+            switches.append("WITH_TLS_CLIENT_VERIFY")
+        args = []
+        for name in switches:
+            args += ["-A", name]
+        for name, value in values.items():
+            args += ["-A", f"{name}={value}"]
+        return args
+
+    def _tls_config(self) -> Path:
+        """The shipped TLS profiles, with the certificate directory moved to ``tls_dir``."""
+        if self.setup.tls_dir is None:
+            raise ValueError("EdgeSetup.tls_dir is required with tls=True")
+        name = "tls-client-verify.cfg" if self.setup.client_verify else "tls.cfg"
+        shipped = (EDGE_CFG.parent / name).read_text()
+        config = self.workdir / name
+        config.write_text(shipped.replace(SHIPPED_TLS_DIR, f"{self.setup.tls_dir}/"))
+        return config
+
+    def start(self) -> Edge:
+        self.write_allowlist(self.setup.allow, self.setup.probes)
+        nodes = [f"1 {uri} 0 0" for uri in self.setup.nodes]
+        self.dispatcher.write_text("\n".join(["# written by tests/support/edge.py", *nodes]) + "\n")
+        runtime = self.workdir / "run"
+        runtime.mkdir(exist_ok=True)
+        cmd = [KAMAILIO, "-f", str(EDGE_CFG), "-DD", "-E", "-Y", str(runtime), "-m", "64"]
+        cmd += ["-M", "8", *self._defines()]
+        log = self.log_path.open("ab")
+        self._proc = subprocess.Popen(
+            cmd, stdout=log, stderr=log, cwd=self.workdir, start_new_session=True
+        )
+        log.close()
+        self._wait_ready()
+        return self
+
+    def _wait_ready(self) -> None:
+        deadline = time.monotonic() + READY_TIMEOUT
+        while time.monotonic() < deadline:
+            assert self._proc is not None
+            if self._proc.poll() is not None:
+                raise RuntimeError(f"kamailio exited {self._proc.returncode}:\n{self.log()}")
+            with contextlib.suppress(OSError):
+                self.rpc("core.version")
+                return
+            time.sleep(0.1)
+        raise RuntimeError(f"kamailio not ready in {READY_TIMEOUT}s:\n{self.log()}")
+
+    def rpc(self, method: str, *params: Any) -> Any:
+        """Call a JSON-RPC method on the edge's loopback HTTP listener; return ``result``."""
+        body = json.dumps({"jsonrpc": "2.0", "method": method, "params": list(params), "id": 1})
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{self.http_port}/RPC",
+            data=body.encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=5) as response:
+            answer = json.loads(response.read())
+        if "error" in answer:
+            raise RuntimeError(f"RPC {method} failed: {answer['error']}")
+        return answer.get("result")
+
+    def http_get(self, path: str, port: int | None = None) -> tuple[int, str]:
+        """GET ``path`` from the control listener (or another port of the edge)."""
+        host = "127.0.0.1" if port is None else self.host
+        url = f"http://{host}:{port or self.http_port}{path}"
+        try:
+            with urllib.request.urlopen(url, timeout=5) as response:
+                return response.status, response.read().decode()
+        except urllib.error.HTTPError as error:
+            return error.code, error.read().decode()
+
+    def node_flags(self) -> dict[str, str]:
+        """Media node URI -> dispatcher state flags ("AP" active, "IP" inactive, "DX"...)."""
+        result = self.rpc("dispatcher.list")
+        flags: dict[str, str] = {}
+        for record in result.get("RECORDS", []):
+            for target in record["SET"]["TARGETS"]:
+                flags[target["DEST"]["URI"]] = target["DEST"]["FLAGS"]
+        return flags
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def alive(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    def stop(self) -> None:
+        if self._proc is None:
+            return
+        if self._proc.poll() is None:
+            os.killpg(self._proc.pid, signal.SIGTERM)
+            try:
+                self._proc.wait(10)
+            except subprocess.TimeoutExpired:
+                os.killpg(self._proc.pid, signal.SIGKILL)
+                self._proc.wait(5)
+        self._proc = None
+
+    def __enter__(self) -> Edge:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+@dataclass
+class SippRun:
+    """A SIPp process; ``wait()`` returns its exit code (0: every call succeeded)."""
+
+    proc: subprocess.Popen[bytes]
+    trace: Path
+    output: Path
+
+    def wait(self, timeout: float = 60.0) -> int:
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.stop()
+            raise
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(5)
+
+    def messages(self) -> str:
+        """Every message SIPp sent and received (its -trace_msg file)."""
+        return self.trace.read_text(errors="replace") if self.trace.exists() else ""
+
+    def text(self) -> str:
+        return self.output.read_text(errors="replace") if self.output.exists() else ""
+
+
+def start_sipp(
+    scenario: str,
+    workdir: Path,
+    *,
+    remote: str | None = None,
+    transport: str = "u1",
+    local_ip: str = "127.0.0.1",
+    local_port: int | None = None,
+    keys: dict[str, str] | None = None,
+    calls: int = 1,
+    rate: float | None = None,
+    limit: int | None = None,
+    timeout: float = 30.0,
+    name: str | None = None,
+    extra: Sequence[str] = (),
+) -> SippRun:
+    """Start SIPp with ``tests/kamailio/scenarios/<scenario>.xml`` in the background."""
+    label = name or scenario
+    trace = workdir / f"sipp-{label}-messages.log"
+    output = workdir / f"sipp-{label}.out"
+    cmd = [SIPP, "-sf", str(SCENARIOS / f"{scenario}.xml"), "-t", transport, "-i", local_ip]
+    cmd += ["-p", str(local_port or free_port(local_ip)), "-m", str(calls), "-nostdin"]
+    cmd += ["-timeout", f"{timeout}s", "-timeout_error", "-max_recv_loops", "1000"]
+    cmd += ["-trace_msg", "-message_file", str(trace), "-trace_err"]
+    cmd += ["-error_file", str(workdir / f"sipp-{label}-errors.log")]
+    if rate is not None:
+        cmd += ["-r", str(rate), "-rp", "1000"]
+    if limit is not None:
+        cmd += ["-l", str(limit)]
+    for key, value in (keys or {}).items():
+        cmd += ["-key", key, value]
+    cmd += list(extra)
+    if remote:
+        cmd.append(remote)
+    with output.open("wb") as out:
+        proc = subprocess.Popen(
+            cmd, stdout=out, stderr=subprocess.STDOUT, cwd=workdir, start_new_session=True
+        )
+    return SippRun(proc, trace, output)
+
+
+def run_sipp(scenario: str, workdir: Path, **kwargs: Any) -> SippRun:
+    """Run SIPp to completion (see ``start_sipp``)."""
+    run = start_sipp(scenario, workdir, **kwargs)
+    run.wait(float(kwargs.get("timeout", 30.0)) + 15)
+    return run
+
+
+@contextlib.contextmanager
+def sipp_node(scenario: str, workdir: Path, **kwargs: Any) -> Iterator[SippRun]:
+    """A SIPp UAS in the background for the duration of a block."""
+    run = start_sipp(scenario, workdir, **kwargs)
+    try:
+        yield run
+    finally:
+        run.stop()
