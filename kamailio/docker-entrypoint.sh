@@ -6,9 +6,11 @@
 #
 #   IVAGATE_EDGE_SIP_PORT     SIP over UDP and TCP (5060)
 #   IVAGATE_EDGE_TLS_PORT     SIP over TLS (5061)
-#   IVAGATE_EDGE_TLS          "false" turns the TLS listener off (on by default)
-#   IVAGATE_EDGE_TLS_DIR      holds tls.crt and tls.key (/etc/ivagate/edge); when both are missing a
-#                             self-signed pair for IVAGATE_EDGE_TLS_NAME (the hostname) is made there
+#   IVAGATE_EDGE_TLS          "false" turns the TLS listener off (on by default). Certificates
+#                             are in /etc/ivagate/edge (mount it), where tls.cfg reads them:
+#                             tls.crt and tls.key; when both are missing, a self-signed pair
+#                             for IVAGATE_EDGE_TLS_NAME (default: the hostname) is made there
+#   IVAGATE_EDGE_TLS_CLIENT_VERIFY  "true": TLS callers need a certificate signed by ca.crt
 #   IVAGATE_EDGE_ADVERTISE    address put in Via/Record-Route when the edge is behind NAT
 #   IVAGATE_EDGE_ALLOW        extra sources allowed to send calls, as RingCX is: addresses or
 #                             CIDRs, separated by spaces or commas (added to allowlist.address)
@@ -19,7 +21,7 @@
 set -euo pipefail
 
 conf=${IVAGATE_EDGE_CONF_DIR:-/etc/ivagate/kamailio}
-tls_dir=${IVAGATE_EDGE_TLS_DIR:-/etc/ivagate/edge}
+tls_dir=/etc/ivagate/edge # fixed: the shipped tls.cfg names it
 state=/run/ivagate-edge
 http_port=8060
 
@@ -58,7 +60,7 @@ words() { tr ', ' '\n\n' <<<"${1:-}" | sed '/^$/d'; }
 
 mkdir -p "$state"
 defines=(-A "SIP_PORT=${IVAGATE_EDGE_SIP_PORT:-5060}" -A "TLS_PORT=${IVAGATE_EDGE_TLS_PORT:-5061}"
-	-A "HTTP_PORT=$http_port" -A "TLS_CONFIG=\"$conf/tls.cfg\""
+	-A "HTTP_PORT=$http_port"
 	-A "ALLOWLIST_FILE=\"$state/allowlist.address\"" -A "DISPATCHER_LIST=\"$state/dispatcher.list\"")
 
 # Allowlist: the shipped file (RingCX's supernets) plus this site's extra sources, group 1.
@@ -89,14 +91,22 @@ if [ "${IVAGATE_EDGE_TLS:-true}" != false ]; then
 		mkdir -p "$tls_dir"
 		openssl req -x509 -newkey rsa:2048 -nodes -days 825 -subj "/CN=$name" \
 			-addext "subjectAltName=DNS:$name" -keyout "$key" -out "$crt" 2>/dev/null
+		# Kamailio reads the key after it has dropped root
+		chgrp kamailio "$key" && chmod 640 "$key"
 	fi
 	[ -r "$crt" ] && [ -r "$key" ] || fail "TLS needs both $crt and $key"
-	defines+=(-A WITH_TLS -A "TLS_CERT=\"$crt\"" -A "TLS_KEY=\"$key\"")
+	defines+=(-A WITH_TLS)
+	if [ "${IVAGATE_EDGE_TLS_CLIENT_VERIFY:-false}" = true ]; then
+		[ -r "$tls_dir/ca.crt" ] || fail "IVAGATE_EDGE_TLS_CLIENT_VERIFY needs $tls_dir/ca.crt"
+		defines+=(-A WITH_TLS_CLIENT_VERIFY)
+	fi
 fi
 [ -z "${IVAGATE_EDGE_ADVERTISE:-}" ] || defines+=(-A "ADVERTISE_ADDR=$IVAGATE_EDGE_ADVERTISE")
 for define in $(words "${IVAGATE_EDGE_DEFINES:-}"); do
 	defines+=(-A "$define")
 done
 
+# Relative names in kamailio.cfg (tls.cfg, kamailio-local.cfg) are found from here.
+cd "$conf"
 # -DD: foreground as the container's main process; -E: log to stderr (docker logs).
-exec kamailio -DD -E -f "$conf/kamailio.cfg" "${defines[@]}"
+exec kamailio -DD -E -u kamailio -g kamailio -f "$conf/kamailio.cfg" "${defines[@]}"
