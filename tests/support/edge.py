@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -23,13 +24,21 @@ from pathlib import Path
 from typing import Any
 
 __all__ = [
+    "CALLER",
     "EDGE_CFG",
+    "EDGE_HOST",
+    "NODE_HOSTS",
+    "OUTSIDER",
+    "PROBE",
     "SCENARIOS",
     "Edge",
     "EdgeSetup",
     "SippRun",
     "free_port",
     "run_sipp",
+    "sipp_node",
+    "start_caller",
+    "start_node",
     "start_sipp",
 ]
 
@@ -40,6 +49,13 @@ KAMAILIO = shutil.which("kamailio") or "/usr/sbin/kamailio"
 SIPP = shutil.which("sipp") or "/usr/bin/sipp"
 READY_TIMEOUT = 20.0
 SHIPPED_TLS_DIR = "/etc/ivagate/edge/"  # where kamailio/tls.cfg expects its certificates
+
+# Loopback addresses by role. The edge tells RingCX from media nodes by source IP.
+EDGE_HOST = "127.0.0.1"
+CALLER = "127.0.0.2"  # RingCX, on the allowlist
+OUTSIDER = "127.0.0.3"  # not on the allowlist
+PROBE = "127.0.0.5"  # health-probe group of the allowlist
+NODE_HOSTS = ("127.0.0.11", "127.0.0.12", "127.0.0.13")  # media nodes
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -61,13 +77,13 @@ def free_port(host: str = "127.0.0.1") -> int:
 class EdgeSetup:
     """Site values for one edge: who is allowed, which media nodes, which switches."""
 
-    allow: list[str] = field(default_factory=lambda: ["127.0.0.2/32"])  # RingCX, group 1
+    allow: list[str] = field(default_factory=lambda: [f"{CALLER}/32"])  # RingCX, group 1
     probes: list[str] = field(default_factory=list)  # health probes, group 2
-    nodes: list[str] = field(default_factory=list)  # dispatcher URIs, set 1
+    nodes: list[str] = field(default_factory=list)  # dispatcher URIs, set 1, in priority order
     tls: bool = True
     tls_dir: Path | None = None  # holds tls.crt, tls.key (and ca.crt): see ``tls_files``
     client_verify: bool = False  # WITH_TLS_CLIENT_VERIFY: tls-client-verify.cfg
-    listen: str = "127.0.0.1"
+    listen: str = EDGE_HOST
     defines: dict[str, str] = field(default_factory=dict)  # e.g. {"MEDIA_ANSWER_TIMEOUT": "1500"}
 
 
@@ -144,7 +160,9 @@ class Edge:
 
     def start(self) -> Edge:
         self.write_allowlist(self.setup.allow, self.setup.probes)
-        nodes = [f"1 {uri} 0 0" for uri in self.setup.nodes]
+        # priorities fall down the list, so DS_ALG=8 (by priority) tries nodes in order
+        count = len(self.setup.nodes)
+        nodes = [f"1 {uri} 0 {count - i}" for i, uri in enumerate(self.setup.nodes)]
         self.dispatcher.write_text("\n".join(["# written by tests/support/edge.py", *nodes]) + "\n")
         runtime = self.workdir / "run"
         runtime.mkdir(exist_ok=True)
@@ -252,6 +270,16 @@ class SippRun:
         """Every message SIPp sent and received (its -trace_msg file)."""
         return self.trace.read_text(errors="replace") if self.trace.exists() else ""
 
+    def received(self, first_line: str, *, sent: bool = False) -> list[str]:
+        """Messages SIPp received (or ``sent``) whose first line starts with ``first_line``."""
+        wanted = "message sent" if sent else "message received"
+        found = []
+        for block in re.split(r"^-{47} .*$", self.messages(), flags=re.MULTILINE)[1:]:
+            kind, _, message = block.strip("\n").partition("\n\n")
+            if wanted in kind and message.startswith(first_line):
+                found.append(message)
+        return found
+
     def text(self) -> str:
         return self.output.read_text(errors="replace") if self.output.exists() else ""
 
@@ -312,3 +340,60 @@ def sipp_node(scenario: str, workdir: Path, **kwargs: Any) -> Iterator[SippRun]:
         yield run
     finally:
         run.stop()
+
+
+def start_node(
+    workdir: Path,
+    port: int,
+    *,
+    host: str = NODE_HOSTS[0],
+    scenario: str = "uas_answer",
+    pause_ms: int = 100,
+    keys: dict[str, str] | None = None,
+    calls: int = 1,
+    transport: str = "u1",
+) -> SippRun:
+    """A SIPp media node; it answers OPTIONS probes by itself (-aa)."""
+    return start_sipp(
+        scenario,
+        workdir,
+        transport=transport,
+        local_ip=host,
+        local_port=port,
+        keys=keys,
+        calls=calls,
+        name=f"node-{host}-{port}",
+        extra=["-aa", "-d", str(pause_ms)],
+    )
+
+
+def start_caller(
+    edge: Edge,
+    workdir: Path,
+    *,
+    transport: str = "u1",
+    host: str = CALLER,
+    contact_port: int | None = None,
+    calls: int = 1,
+    rate: float | None = None,
+    timeout: float = 20.0,
+    name: str = "caller",
+) -> SippRun:
+    """A SIPp RingCX caller (uac_call.xml) toward the edge's UDP/TCP port.
+
+    ``contact_port``: the port its Contact names (default: SIPp's own, right for UDP).
+    """
+    port = free_port(host)
+    return start_sipp(
+        "uac_call",
+        workdir,
+        remote=edge.sip,
+        transport=transport,
+        local_ip=host,
+        local_port=port,
+        keys={"did": "15550001000", "contact_port": str(contact_port or port)},
+        calls=calls,
+        rate=rate,
+        timeout=timeout,
+        name=name,
+    )

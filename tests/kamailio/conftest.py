@@ -1,0 +1,82 @@
+"""Fixtures for the edge tests: certificates, a started edge, a Contact spy.
+
+Addresses are in tests/support/edge.py (RingCX and media nodes must differ by IP).
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from ivagate.emulator.tls import self_signed
+from tests.support.edge import CALLER, Edge, EdgeSetup
+
+
+@pytest.fixture(scope="session")
+def tls_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """tls.crt/tls.key for the edge; client.crt/client.key, trusted by ca.crt, for a caller."""
+    directory = tmp_path_factory.mktemp("edge-tls")
+    for name, stem in (("localhost", "tls"), ("ringcx-client", "client")):
+        cert, key = self_signed(directory / stem, name)
+        shutil.move(cert, directory / f"{stem}.crt")
+        shutil.move(key, directory / f"{stem}.key")
+    # a self-signed client certificate is its own trust anchor
+    shutil.copy(directory / "client.crt", directory / "ca.crt")
+    return directory
+
+
+@pytest.fixture
+def start_edge(tmp_path: Path, tls_dir: Path) -> Iterator[Callable[..., Edge]]:
+    """``start_edge(nodes=[...], **EdgeSetup fields)`` runs the shipped config; stops it after."""
+    edges: list[Edge] = []
+
+    def start(**fields: object) -> Edge:
+        fields.setdefault("tls_dir", tls_dir)
+        workdir = tmp_path / f"edge{len(edges)}"
+        workdir.mkdir()
+        edge = Edge(workdir, EdgeSetup(**fields))  # type: ignore[arg-type]
+        edges.append(edge)
+        return edge.start()
+
+    yield start
+    for edge in edges:
+        edge.stop()
+
+
+class ContactSpy:
+    """A TCP listener on the caller's Contact address; counts every connection attempt."""
+
+    def __init__(self, host: str) -> None:
+        self.sock = socket.create_server((host, 0))
+        self.sock.settimeout(0.1)
+        self.port = int(self.sock.getsockname()[1])
+        self.attempts: list[tuple[str, int]] = []
+        self._thread = threading.Thread(target=self._accept, daemon=True)
+        self._thread.start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, peer = self.sock.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            self.attempts.append(peer)
+            conn.close()
+
+    def close(self) -> None:
+        self.sock.close()
+        self._thread.join()
+
+
+@pytest.fixture
+def contact_spy() -> Iterator[ContactSpy]:
+    spy = ContactSpy(CALLER)
+    yield spy
+    spy.close()
