@@ -1,0 +1,153 @@
+"""The tree on a real FreeSWITCH: loads clean, parks SRTP calls for the controller, fails fast.
+
+Skipped unless IVAGATE_TEST_FREESWITCH_BIN or IVAGATE_TEST_FREESWITCH_IMAGE names a FreeSWITCH
+(conftest.live_node starts it with entrypoint.sh). The caller is the project's RingCX emulator
+sending straight to the node with the X-Edge-Transport header the edge would add; the test
+plays the controller over the event socket with the controller's own adapter (ivagate.esl).
+Tests share one node and run in file order: the first checks the node as it started.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import secrets
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from pydantic import SecretStr
+
+from conftest import LiveNode
+from ivagate.emulator import CallPlan, CallReport, run_call
+from ivagate.esl import EslClient
+from ivagate.events import EslEvent
+from ivagate.info import encode_info, send_info_command
+from ivagate.settings import EslSettings
+
+pytestmark = pytest.mark.freeswitch
+
+
+class Listener:
+    """The event-socket listener a test needs: to know when the connection is up."""
+
+    def __init__(self) -> None:
+        self.up = asyncio.Event()
+
+    def esl_connected(self) -> None:
+        self.up.set()
+
+    def esl_disconnected(self) -> None:
+        self.up.clear()
+
+    def esl_event(self, event: EslEvent) -> None:
+        pass
+
+
+@pytest.fixture
+async def esl(live_node: LiveNode) -> AsyncIterator[EslClient]:
+    settings = EslSettings(
+        host="127.0.0.1", port=live_node.esl_port, password=SecretStr(live_node.esl_password)
+    )
+    client = EslClient(settings)
+    listener = Listener()
+    await client.start(listener)
+    await asyncio.wait_for(listener.up.wait(), 30)
+    yield client
+    await client.close()
+
+
+def call(
+    node: LiveNode, transport_header: str, **plan: Any
+) -> tuple[str, asyncio.Task[CallReport]]:
+    """Start one emulated RingCX call as the edge relays it (with the header it adds): DID, task."""
+    did = f"1555{secrets.randbelow(10**7):07d}"
+    headers = {"X-Edge-Transport": transport_header, "X-Bot-Id": "demo"}
+    target = CallPlan(
+        target=node.sip, transport="udp", did=did, headers=headers, timeout=20, **plan
+    )
+    return did, asyncio.create_task(run_call(target))
+
+
+async def parked(esl: EslClient, did: str) -> dict[str, Any]:
+    """The channel of the call to ``did`` once the dialplan has parked it."""
+    for _ in range(100):
+        rows = json.loads(await esl.api("show channels as json")).get("rows") or []
+        for row in rows:
+            if row.get("dest") == did and row.get("application") == "park":
+                assert row["context"] == "ivagate"
+                return dict(row)
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"no parked channel for {did}")
+
+
+async def test_tree_loads_clean_and_node_starts_not_ready(
+    esl: EslClient, live_node: LiveNode
+) -> None:
+    """No ERR line on load, profile ivagate RUNNING, node not ready until the controller says so."""
+    status = await esl.api("sofia status profile ivagate")
+    assert "RUNNING" in status, status
+    assert live_node.sip.split(":")[0] in status
+    assert live_node.log_lines("ERR") == []
+    assert (await esl.api("global_getvar ivagate_ready")).strip() == ""
+
+
+async def test_srtp_offer_is_parked_answered_savp_and_info_arrives_as_json(
+    esl: EslClient, live_node: LiveNode
+) -> None:
+    """SRTP offer: parked for the controller, answered RTP/SAVP, uuid_send_info arrives as JSON."""
+    assert (await esl.api("global_setvar ivagate_ready=true")).startswith("+OK")
+    did, task = call(live_node, "udp", srtp=True, bye="final")
+    channel = await parked(esl, did)
+    uuid = channel["uuid"]
+    assert (await esl.api(f"uuid_getvar {uuid} fs_send_unsupported_info")).strip() == "true"
+    assert (await esl.api(f"uuid_getvar {uuid} sip_h_X-Bot-Id")).strip() == "demo"
+    assert (await esl.api(f"uuid_answer {uuid}")).startswith("+OK")
+    local_sdp = await esl.api(f"uuid_getvar {uuid} rtp_local_sdp_str")
+    assert "RTP/SAVP" in local_sdp and "a=crypto:" in local_sdp, local_sdp
+    body = encode_info(
+        {"intent": "done", "text": 'it\'s "quoted" \\ here'}, final=True, max_bytes=16384
+    )
+    assert (await esl.api(send_info_command(uuid, body))).startswith("+OK")
+    report = await task
+    assert report.ok, report.to_dict()
+    assert report.invite_status == 200
+    assert [(i.content_type, i.json) for i in report.infos] == [
+        ("application/json", json.loads(body.text))
+    ]
+
+
+async def test_tls_call_offering_plain_rtp_is_refused_488(
+    esl: EslClient, live_node: LiveNode
+) -> None:
+    """X-Edge-Transport: tls with a plain RTP offer: uuid_answer fails and the caller gets 488."""
+    assert (await esl.api("global_setvar ivagate_ready=true")).startswith("+OK")
+    did, task = call(live_node, "tls", srtp=False, expect=488)
+    channel = await parked(esl, did)
+    assert (await esl.api(f"uuid_answer {channel['uuid']}")).startswith("-ERR")
+    report = await task
+    assert report.invite_status == 488, report.to_dict()
+
+
+@pytest.mark.parametrize("value", ["", "false"])
+async def test_node_not_ready_answers_503_at_once(
+    esl: EslClient, live_node: LiveNode, value: str
+) -> None:
+    """ivagate_ready unset or false: the caller gets 503 and nothing is parked."""
+    await esl.api(f"global_setvar ivagate_ready={value}")
+    did, task = call(live_node, "udp", expect=503)
+    report = await task
+    assert report.invite_status == 503, report.to_dict()
+    rows = json.loads(await esl.api("show channels as json")).get("rows") or []
+    assert not [r for r in rows if r.get("dest") == did]
+
+
+async def test_invite_from_outside_the_edge_is_refused(esl: EslClient, live_node: LiveNode) -> None:
+    """A source outside IVAGATE_FS_EDGE_CIDRS is refused (not 503: no failover) on a ready node."""
+    assert (await esl.api("global_setvar ivagate_ready=true")).startswith("+OK")
+    did, task = call(live_node, "udp", local_host="127.0.0.3", expect=403)
+    report = await task
+    assert report.invite_status is not None, report.to_dict()
+    assert report.invite_status >= 400 and report.invite_status != 503, report.to_dict()
+    rows = json.loads(await esl.api("show channels as json")).get("rows") or []
+    assert not [r for r in rows if r.get("dest") == did]
