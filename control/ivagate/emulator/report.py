@@ -73,7 +73,7 @@ class CallReport:
         ]
         if self.infos:
             lines.append("INFO bodies:")
-            lines += [f"  {i.at:8.3f}s [{i.content_type}] {i.body}" for i in self.infos]
+            lines += [f"  {i.at:8.3f}s [{i.content_type}] {i.body.strip()}" for i in self.infos]
         lines.append("Checks:")
         for c in self.checks:
             detail = f"  ({c.detail})" if c.detail else ""

@@ -333,9 +333,14 @@ class SipMessage:
             start = f"{self.method} {self.uri} SIP/2.0"
         else:
             start = f"SIP/2.0 {self.status} {self.reason}"
+        length = f"Content-Length: {len(body)}"
         lines = [start]
-        lines += [f"{n}: {v}" for n, v in self.headers.items_in_order() if n != "Content-Length"]
-        lines.append(f"Content-Length: {len(body)}")
+        lines += [
+            length if n.lower() == "content-length" else f"{n}: {v}"
+            for n, v in self.headers.items_in_order()
+        ]
+        if "Content-Length" not in self.headers:
+            lines.append(length)
         return ("\r\n".join(lines) + "\r\n\r\n").encode("utf-8", "surrogateescape") + body
 
     @classmethod

@@ -88,7 +88,8 @@ class StreamFramer:
                 self.buffer = self.buffer[4:]
                 continue
             if self.buffer.startswith(PONG):
-                if self.buffer == b"\r\n\r":  # the rest of a ping is on its way
+                if self.buffer in (b"\r\n", b"\r\n\r"):
+                    # Could be the start of a split ping: a lone pong is counted on the next data.
                     break
                 out.append(PONG)
                 self.buffer = self.buffer[2:]

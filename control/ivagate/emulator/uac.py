@@ -8,6 +8,7 @@ only to count what (wrongly) arrives there. Over UDP the Contact is the socket i
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import secrets
 import ssl
@@ -81,11 +82,13 @@ class _Call:
         self.dialog: Dialog | None = None
         self.sent_by = ""
         self.cancelled = False
+        self.late_final = asyncio.Event()  # a final INVITE response after we stopped waiting
         self.final_info = asyncio.Event()
         self.remote_bye = asyncio.Event()
         self.connection_lost = asyncio.Event()
         self.info_count = 0
         self.closing = False
+        self.call_over = False  # BYE done either way, or the INVITE failed
 
     def trace(self, direction: str, text: str) -> None:
         self.report.timeline.append((time.monotonic() - self.start, direction, text))
@@ -204,6 +207,7 @@ class _Call:
         )
         self.ack(final)
         if final.status >= 300:
+            self.call_over = True
             return None
         problems = answer_problems(invite.body, final.body)
         self.report.check("SDP answer fits the offer", not problems, "; ".join(problems))
@@ -255,7 +259,8 @@ class _Call:
             SipMessage.request("CANCEL", inv.uri, headers), self.link, CANCEL_WAIT
         )
         # The INVITE's 487 arrives after its transaction gave up: on_stray_response ACKs it.
-        await asyncio.sleep(0.2)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.late_final.wait(), CANCEL_WAIT)
 
     async def hold_call(self) -> None:
         """Stay in the call until the BYE policy says hang up, or the far end does."""
@@ -302,6 +307,7 @@ class _Call:
         resp = await self.agent.request(
             bye, self.dialog_link(), min(BYE_TIMEOUT, self.plan.timeout)
         )
+        self.call_over = True
         self.report.bye_status = resp.status if resp else None
         self.report.check(
             "BYE answered 200",
@@ -317,6 +323,7 @@ class _Call:
         if self.invite is None or msg.call_id != self.invite.call_id:
             return
         self.ack(msg)
+        self.late_final.set()
         if msg.status < 300 and self.cancelled and not self.remote_bye.is_set():
             # Answered after we gave up: hang up so no call is left behind.
             asyncio.get_running_loop().create_task(self.send_bye())
@@ -324,7 +331,8 @@ class _Call:
     def on_closed(self, link: Link) -> None:
         if link is self.link and not self.closing:
             self.trace("<-", "connection closed by the far end")
-            self.connection_lost.set()
+            if not self.call_over:  # closing after the last transaction is the peer's right
+                self.connection_lost.set()
 
     def on_request(self, msg: SipMessage, link: Link) -> None:
         if msg.method == "ACK":
@@ -346,6 +354,7 @@ class _Call:
                 )
         elif msg.method == "BYE":
             self.report.bye_from_remote = True
+            self.call_over = True
             self.agent.reply(msg, msg.response(200), link)
             self.remote_bye.set()
         elif msg.method == "INFO":
