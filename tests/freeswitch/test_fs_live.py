@@ -16,9 +16,9 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+from fs_node import LiveNode
 from pydantic import SecretStr
 
-from conftest import LiveNode
 from ivagate.emulator import CallPlan, CallReport, run_call
 from ivagate.esl import EslClient
 from ivagate.events import EslEvent
