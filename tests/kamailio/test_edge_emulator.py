@@ -1,0 +1,101 @@
+"""RingCX-emulator calls through the real edge over TLS and TCP: SRTP offer, connection reuse,
+CRLF pings, a 16 KB INFO, a TLS hop to the media node."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+
+import pytest
+
+from ivagate.emulator import CallPlan, run_call
+from ivagate.emulator.media_node import MediaNode, NodeScript
+from ivagate.emulator.transport import TransportName
+from tests.support.edge import CALLER, NODE_HOSTS, Edge, free_port
+
+pytestmark = [pytest.mark.kamailio]
+
+INFOS: list[dict[str, object] | str] = [{"n": 1}, {"intent": "done", "final": True}]
+
+
+def node_at(transport: TransportName = "udp", **script: object) -> MediaNode:
+    port = free_port(NODE_HOSTS[0])
+    return MediaNode(NODE_HOSTS[0], port, transport, NodeScript(**script))  # type: ignore[arg-type]
+
+
+def node_uri(node: MediaNode) -> str:
+    suffix = "" if node.transport == "udp" else f";transport={node.transport}"
+    return f"sip:{node.host}:{node.requested_port}{suffix}"
+
+
+def plan(edge: Edge, transport: TransportName, **fields: object) -> CallPlan:
+    target = edge.tls if transport == "tls" else edge.sip
+    return CallPlan(target=target, transport=transport, local_host=CALLER, timeout=15, **fields)  # type: ignore[arg-type]
+
+
+async def test_tls_call_with_srtp_offer_reaches_node_untouched(
+    start_edge: Callable[..., Edge],
+) -> None:
+    """A TLS call offering SDES-SRTP reaches the node with its SDP as sent and the X-Edge-* headers."""
+    node = node_at(infos=INFOS, bye_after=None)
+    edge = start_edge(nodes=[node_uri(node)])
+    async with node:
+        report = await run_call(plan(edge, "tls", headers={"X-Edge-Transport": "udp"}))
+    assert report.ok, report.to_dict()
+    [invite] = node.invites
+    assert invite.headers["X-Edge-Transport"] == "tls"
+    assert invite.headers["X-Edge-Source"].startswith(f"{CALLER}:")
+    sdp = invite.body.decode() if isinstance(invite.body, bytes) else invite.body
+    assert "RTP/SAVP" in sdp and "a=crypto:" in sdp
+    assert f"c=IN IP4 {CALLER}" in sdp  # media flows to RingCX directly: not rewritten
+    assert [info.json for info in report.infos] == INFOS
+
+
+@pytest.mark.parametrize("transport", ["tcp", "tls"])
+async def test_node_requests_ride_the_callers_connection(
+    start_edge: Callable[..., Edge], transport: TransportName
+) -> None:
+    """INFOs and BYE from the node reach the caller over its own TCP/TLS connection; its Contact sees nothing."""
+    node = node_at(infos=INFOS, bye_after=0.2)
+    edge = start_edge(nodes=[node_uri(node)])
+    async with node:
+        report = await run_call(plan(edge, transport, bye="never"))
+    assert report.ok, report.to_dict()
+    assert len(report.infos) == 2
+    assert report.bye_from_remote
+    assert report.contact_attempts == 0
+
+
+async def test_crlf_pings_keep_the_call_and_connection(start_edge: Callable[..., Edge]) -> None:
+    """RFC 5626 CRLF pings every 0.2 s over TLS during a call break nothing; the edge answers them."""
+    node = node_at(infos=[{"n": i} for i in range(4)], info_interval=0.5, bye_after=0.2)
+    edge = start_edge(nodes=[node_uri(node)])
+    async with node:
+        report = await run_call(plan(edge, "tls", bye="never", ping_interval=0.2))
+    assert report.ok, report.to_dict()
+    assert report.pings_sent >= 5
+    assert report.pongs_received >= 1
+    assert len(report.infos) == 4 and report.bye_from_remote
+
+
+async def test_16k_info_over_tls_arrives_whole(start_edge: Callable[..., Edge]) -> None:
+    """A 16 KB JSON INFO from the node reaches the TLS caller byte for byte."""
+    payload = {"intent": "large", "final": True, "data": "x" * (16 * 1024 - 48)}
+    assert len(json.dumps(payload)) >= 16 * 1024 - 16
+    node = node_at(infos=[payload], bye_after=None)
+    edge = start_edge(nodes=[node_uri(node)])
+    async with node:
+        report = await run_call(plan(edge, "tls"))
+    assert report.ok, report.to_dict()
+    assert [info.json for info in report.infos] == [payload]
+
+
+async def test_tls_hop_to_the_media_node(start_edge: Callable[..., Edge]) -> None:
+    """A node listed as ;transport=tls gets the call over TLS, and its requests still reach the caller."""
+    node = node_at("tls", infos=INFOS, bye_after=None)
+    edge = start_edge(nodes=[node_uri(node)])
+    async with node:
+        report = await run_call(plan(edge, "tls"))
+    assert report.ok, report.to_dict()
+    assert node.invites[0].headers["X-Edge-Transport"] == "tls"
+    assert len(report.infos) == 2
