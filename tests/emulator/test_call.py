@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from ivagate.emulator import CallPlan, CallReport, run_call
@@ -157,3 +159,19 @@ def test_target_port_defaults_by_transport() -> None:
     assert CallPlan("edge.example").address == ("edge.example", 5060)
     assert CallPlan("edge.example", "tls").address == ("edge.example", 5061)
     assert CallPlan("[::1]:5070").address == ("::1", 5070)
+
+
+@pytest.mark.timeout(20)  # waiting out the plan's 30 s would be the bug
+async def test_connection_closed_by_the_far_end_ends_the_wait() -> None:
+    """A peer that closes the TCP connection on INVITE: no status, named reason, no waiting."""
+
+    async def slam(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.close()
+
+    server = await asyncio.start_server(slam, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    async with server:
+        report = await run_call(CallPlan(f"127.0.0.1:{port}", "tcp", timeout=30))
+    assert report.invite_status is None
+    assert report.checks[0].detail == "connection closed before a final response"

@@ -31,8 +31,9 @@ def _key(msg: SipMessage) -> tuple[str, str]:
 
 @dataclass
 class _Pending:
-    final: asyncio.Future[SipMessage]
+    final: asyncio.Future[SipMessage | None]  # None: the connection closed first
     on_provisional: ResponseHandler | None
+    link: Link
 
 
 @dataclass
@@ -86,6 +87,11 @@ class Agent:
         return None
 
     def closed(self, link: Link) -> None:
+        # A stream's transactions cannot complete once it is gone (RFC 3261 18.1.1 would open
+        # a new connection; a caller like RingCX does not, so neither does this agent).
+        for pending in self._pending.values():
+            if pending.link is link and not pending.final.done():
+                pending.final.set_result(None)
         self.on_closed(link)
 
     # --- sending ------------------------------------------------------------------------
@@ -110,9 +116,9 @@ class Agent:
         within: float,
         on_provisional: ResponseHandler | None = None,
     ) -> SipMessage | None:
-        """Send ``msg`` and wait for its final response (None after ``within`` seconds)."""
+        """Send ``msg``; its final response, or None after ``within`` seconds or on closure."""
         key = _key(msg)
-        future: asyncio.Future[SipMessage] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[SipMessage | None] = asyncio.get_running_loop().create_future()
         provisional_seen = False
 
         def provisional(resp: SipMessage, via: Link) -> None:
@@ -121,7 +127,7 @@ class Agent:
             if on_provisional is not None:
                 on_provisional(resp, via)
 
-        self._pending[key] = _Pending(future, provisional)
+        self._pending[key] = _Pending(future, provisional, link)
         deadline = time.monotonic() + within
         interval = T1
         try:

@@ -155,8 +155,9 @@ class MediaNode:
             if call is None:
                 self.invites.append(msg)
                 call = self.calls[msg.call_id] = _NodeCall(msg, link, new_tag())
-                self.agent.reply(msg, msg.response(100), link)
                 self._spawn(self._answer(call))
+            # Also the answer to a retransmitted INVITE still waiting for its final response.
+            self.agent.reply(msg, msg.response(100), link)
         elif msg.method == "ACK":
             if call is not None:
                 call.acked.set()

@@ -194,9 +194,11 @@ class _Call:
             self.report.check(
                 f"INVITE final status is {self.plan.expect}",
                 False,
-                f"no final response within {self.plan.timeout:g}s",
+                "connection closed before a final response"
+                if self.connection_lost.is_set()
+                else f"no final response within {self.plan.timeout:g}s",
             )
-            if provisional:
+            if provisional and not self.connection_lost.is_set():
                 await self.cancel()
             return None
         self.report.invite_status = final.status
