@@ -7,7 +7,7 @@
 # Paths: IVAGATE_FS_BIN (freeswitch), IVAGATE_FS_CONF_DIR (this script's directory),
 #        IVAGATE_FS_LOG_DIR (/var/log/freeswitch), IVAGATE_FS_STATE_DIR (/var/lib/freeswitch),
 #        IVAGATE_FS_RUN_DIR (/run/freeswitch). Extra arguments are passed to freeswitch.
-set -eu
+set -euf # -f: values are split on commas, never expanded as file names
 
 fail() {
 	echo "ivagate-freeswitch: $*" >&2
@@ -29,6 +29,25 @@ case "$IVAGATE_FS_ESL_PASSWORD" in
 	# it is pasted into XML and into the controller's "auth" line: keep it to safe characters
 	fail "IVAGATE_FS_ESL_PASSWORD may hold only letters, digits and . _ ~ + = -" ;;
 esac
+
+# FreeSWITCH would log a bad CIDR and drop it, or ignore entries past the 32nd: say so now.
+if [ -n "${IVAGATE_FS_EDGE_CIDRS:-}" ]; then
+	case "$IVAGATE_FS_EDGE_CIDRS" in
+	,* | *, | *,,*) fail "IVAGATE_FS_EDGE_CIDRS: empty entry in '$IVAGATE_FS_EDGE_CIDRS'" ;;
+	esac
+	count=0
+	for cidr in $(echo "$IVAGATE_FS_EDGE_CIDRS" | tr ',' ' '); do
+		count=$((count + 1))
+		case "$cidr" in
+		*[!0-9A-Fa-f.:/]* | */*/* | /* | */) bad=yes ;;
+		*/*) bad=no ;;
+		*) bad=yes ;;
+		esac
+		[ "$bad" = no ] || fail "IVAGATE_FS_EDGE_CIDRS: '$cidr' is not address/bits"
+	done
+	[ "$count" -ge 1 ] && [ "$count" -le 32 ] ||
+		fail "IVAGATE_FS_EDGE_CIDRS: give 1 to 32 comma-separated CIDRs, not $count"
+fi
 
 conf=${IVAGATE_FS_CONF_DIR:-$(cd "$(dirname "$0")" && pwd)}
 log=${IVAGATE_FS_LOG_DIR:-/var/log/freeswitch}

@@ -62,10 +62,26 @@ def test_refuses_to_start_without_a_usable_password(
     assert not record.exists()
 
 
+@pytest.mark.parametrize(
+    "cidrs",
+    ["10.0.0.0", "10.0.0.0/8,", "10.0.0.0/8/1", "10.*/8", "/8", ",".join(["10.0.0.1/32"] * 33)],
+)
+def test_refuses_edge_cidrs_freeswitch_would_drop(tmp_path: Path, cidrs: str) -> None:
+    """A malformed IVAGATE_FS_EDGE_CIDRS entry, or more than 32, stops the start with a reason."""
+    result, record = start(tmp_path, IVAGATE_FS_ESL_PASSWORD="s3cret", IVAGATE_FS_EDGE_CIDRS=cidrs)
+    assert result.returncode == 64
+    assert "IVAGATE_FS_EDGE_CIDRS" in result.stderr
+    assert not record.exists()
+
+
 def test_starts_freeswitch_in_the_foreground_on_this_tree(tmp_path: Path) -> None:
     """With a password it execs FreeSWITCH on this tree, foreground, no console, no NAT probing."""
     result, record = start(
-        tmp_path, IVAGATE_FS_ESL_PASSWORD="s3cret", IVAGATE_FS_SIP_IP="", IVAGATE_FS_SIP_PORT="5090"
+        tmp_path,
+        IVAGATE_FS_ESL_PASSWORD="s3cret",
+        IVAGATE_FS_SIP_IP="",
+        IVAGATE_FS_SIP_PORT="5090",
+        IVAGATE_FS_EDGE_CIDRS="198.51.100.0/24,2001:db8::/32",
     )
     assert result.returncode == 0, result.stderr
     args, *environment = record.read_text().splitlines()
