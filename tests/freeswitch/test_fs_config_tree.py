@@ -177,13 +177,13 @@ def test_ready_node_parks_the_call_for_the_controller(tree: Tree) -> None:
     steps = run_dialplan(tree(), "ivagate", {"ivagate_ready": "true"})
     assert steps == [
         ("set", "fs_send_unsupported_info=true"),
-        ("sched_hangup", "+3600 alloted_timeout"),
+        ("sched_hangup", "+3600 ALLOTTED_TIMEOUT"),
         ("park", ""),
     ]
     hours = run_dialplan(
         tree({"IVAGATE_FS_MAX_CALL_SECONDS": "7200"}), "ivagate", {"ivagate_ready": "true"}
     )
-    assert ("sched_hangup", "+7200 alloted_timeout") in hours
+    assert ("sched_hangup", "+7200 ALLOTTED_TIMEOUT") in hours
 
 
 @pytest.mark.parametrize("ready", [None, "", "false", "TRUE", "true-ish"])
