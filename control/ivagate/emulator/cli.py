@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import json
 import signal
+import socket
 from typing import Any
 
 from ivagate.emulator.load import run_load, summarize
@@ -55,7 +56,9 @@ def _emulate_parser() -> argparse.ArgumentParser:
         "--bye", type=_bye, default="final", help="final (default) | never | seconds after 200"
     )
     p.add_argument("--ping-interval", type=float, default=2.0, help="seconds; 0 = no pings")
-    p.add_argument("--local-host", default="127.0.0.1", help="source address to bind")
+    p.add_argument(
+        "--local-host", help="source address to bind (default: the one routing to the target)"
+    )
     p.add_argument("--tls-verify", action="store_true", help="verify the edge's certificate")
     p.add_argument("--tls-ca", help="CA bundle for --tls-verify")
     p.add_argument("--tls-cert", help="client certificate (PEM)")
@@ -69,10 +72,23 @@ def _emulate_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _source_address(host: str) -> str:
+    """The local address the system would send from toward ``host`` (no packet is sent)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_DGRAM) as probe:
+        probe.connect((host, 9))
+        return str(probe.getsockname()[0])
+
+
 def main(argv: list[str] | None = None) -> int:
     """``ivagate emulate``: 0 when every check passed, 1 otherwise, 2 on bad arguments."""
     parser = _emulate_parser()
     args = parser.parse_args(argv)
+    try:
+        plan = CallPlan(args.target, args.transport)
+        local_host = args.local_host or _source_address(plan.address[0])
+    except (ValueError, OSError) as e:
+        parser.error(f"target {args.target!r}: {e}")
     try:
         plan = CallPlan(
             target=args.target,
@@ -83,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
             srtp=args.srtp,
             bye=args.bye,
             ping_interval=args.ping_interval,
-            local_host=args.local_host,
+            local_host=local_host,
             tls_verify=args.tls_verify,
             tls_ca=args.tls_ca,
             tls_cert=args.tls_cert,

@@ -14,6 +14,7 @@ import contextlib
 import json
 import secrets
 import ssl
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -133,9 +134,13 @@ class MediaNode:
         def matching() -> list[SipMessage]:
             return [r for r in self.requests if r.method == method.upper()]
 
-        async with self._changed:
-            await asyncio.wait_for(self._changed.wait_for(lambda: len(matching()) >= count), within)
+        await self.wait_until(lambda: len(matching()) >= count, within)
         return matching()
+
+    async def wait_until(self, condition: Callable[[], bool], within: float = 5.0) -> None:
+        """Return once ``condition()`` holds (checked on every message); TimeoutError otherwise."""
+        async with self._changed:
+            await asyncio.wait_for(self._changed.wait_for(condition), within)
 
     # --- requests --------------------------------------------------------------------------
     def _spawn(self, coro: Any) -> None:
@@ -184,6 +189,7 @@ class MediaNode:
 
     def _on_stray(self, msg: SipMessage, link: Link) -> None:
         self.responses.append(msg)
+        self._spawn(self._notify())
 
     # --- one call --------------------------------------------------------------------------
     def _own_address(self, link: Link) -> str:
