@@ -91,7 +91,7 @@ class _Call:
         self.call_over = False  # BYE done either way, or the INVITE failed
 
     def trace(self, direction: str, text: str) -> None:
-        self.report.timeline.append((time.monotonic() - self.start, direction, text))
+        self.report.timeline.append((self.now(), direction, text))
 
     def now(self) -> float:
         return time.monotonic() - self.start
@@ -150,8 +150,10 @@ class _Call:
         return self.plan.transport != "udp" and self.plan.ping_interval > 0
 
     async def ping(self) -> None:
-        while self.link is not None and not self.link.closed:
+        while True:
             await asyncio.sleep(self.plan.ping_interval)
+            if self.link is None or self.link.closed:
+                return
             self.link.send_bytes(PING)
             self.report.pings_sent += 1
             self.trace("->", "ping (CRLFCRLF)")
