@@ -7,6 +7,7 @@ so ``MediaNode(transport="tls")`` works out of the box on loopback.
 from __future__ import annotations
 
 import datetime
+import functools
 import ipaddress
 import ssl
 import tempfile
@@ -20,6 +21,8 @@ from cryptography.x509.oid import NameOID
 __all__ = ["client_context", "self_signed", "server_context"]
 
 
+# Shared per settings: loading the system CA store costs tens of ms, too much per call in a load.
+@functools.lru_cache(maxsize=16)
 def client_context(
     *, verify: bool, ca: str | None = None, cert: str | None = None, key: str | None = None
 ) -> ssl.SSLContext:
