@@ -54,10 +54,13 @@ class Agent:
     def message(self, msg: SipMessage, link: Link) -> None:
         self.trace("<-", msg.summary())
         try:
-            key = _key(msg)
+            self._dispatch(msg, link)
         except SipError as e:
+            # A message missing what its handling needs (To, CSeq...) is dropped, not fatal.
             self.bad_data(f"{msg.summary()}: {e}", link)
-            return
+
+    def _dispatch(self, msg: SipMessage, link: Link) -> None:
+        key = _key(msg)
         if not msg.is_request:
             pending = self._pending.get(key)
             if pending is None or pending.final.done():

@@ -296,22 +296,29 @@ class SipMessage:
 
     @property
     def cseq(self) -> tuple[int, str]:
-        num, _, method = self.headers.get("CSeq", "").strip().partition(" ")
+        num, _, method = self.required("CSeq").strip().partition(" ")
         if not num.isdigit():
             raise SipError(f"bad CSeq: {self.headers.get('CSeq')!r}")
         return int(num), method.strip().upper()
 
+    def required(self, name: str) -> str:
+        """The first value of a header the message cannot do without (SipError if absent)."""
+        value = self.headers.get(name)
+        if value is None:
+            raise SipError(f"no {name} header")
+        return value
+
     @property
     def top_via(self) -> Via:
-        return Via.parse(self.headers["Via"])
+        return Via.parse(self.required("Via"))
 
     @property
     def from_(self) -> NameAddr:
-        return NameAddr.parse(self.headers["From"])
+        return NameAddr.parse(self.required("From"))
 
     @property
     def to(self) -> NameAddr:
-        return NameAddr.parse(self.headers["To"])
+        return NameAddr.parse(self.required("To"))
 
     @property
     def content_type(self) -> str:
