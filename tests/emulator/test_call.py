@@ -182,3 +182,10 @@ async def test_connection_closed_by_the_far_end_ends_the_wait() -> None:
         report = await run_call(CallPlan(f"127.0.0.1:{port}", "tcp", timeout=30))
     assert report.invite_status is None
     assert report.checks[0].detail == "connection closed before a final response"
+
+
+@pytest.mark.parametrize("bad", [{"answer": 100}, {"answer": "ring"}, {"early": [200]}])
+def test_bad_node_script_is_refused(bad: dict[str, object]) -> None:
+    """A script that cannot be played (1xx answer, unknown answer, 2xx early) raises ValueError."""
+    with pytest.raises(ValueError):
+        NodeScript(**bad)  # type: ignore[arg-type]

@@ -54,6 +54,14 @@ class NodeScript:
     # on its own over TCP -- what an edge must repair and a RingCX-like caller must flag.
     reuse_connection: bool = True
 
+    def __post_init__(self) -> None:
+        if self.answer != "hang" and not (
+            isinstance(self.answer, int) and (self.answer == 200 or 300 <= self.answer <= 699)
+        ):
+            raise ValueError(f"answer must be 200, 300-699 or 'hang', not {self.answer!r}")
+        if any(not 101 <= status <= 199 for status in self.early):
+            raise ValueError(f"early statuses must be 101-199, not {self.early!r}")
+
 
 @dataclass
 class _NodeCall:
