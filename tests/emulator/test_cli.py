@@ -57,6 +57,7 @@ async def test_emulate_load_prints_a_summary(capsys: pytest.CaptureFixture[str])
         (main, ["127.0.0.1:5060", "-H", "no colon"]),
         (main, ["not a port:x"]),
         (stand_in_main, ["--answer", "ok"]),
+        (stand_in_main, ["--answer", "100"]),
         (stand_in_main, ["--listen", "nohost"]),
         (stand_in_main, ["--info", "{not json"]),
     ],

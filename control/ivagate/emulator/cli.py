@@ -156,19 +156,22 @@ def stand_in_main(argv: list[str] | None = None) -> int:
     host, _, port = args.listen.rpartition(":")
     if not host or not port.isdigit():
         parser.error(f"--listen must be host:port, not {args.listen!r}")
-    if args.answer != "hang" and not (args.answer.isdigit() and len(args.answer) == 3):
-        parser.error(f"--answer must be a status code or 'hang', not {args.answer!r}")
     try:
         infos = [json.loads(text) for text in args.info]
     except json.JSONDecodeError as e:
         parser.error(f"--info must be JSON: {e}")
-    script = NodeScript(
-        answer="hang" if args.answer == "hang" else int(args.answer),
-        infos=infos,
-        info_interval=args.info_interval,
-        bye_after=args.bye_after,
-        early=args.early,
-    )
+    if args.answer != "hang" and not args.answer.isdigit():
+        parser.error(f"--answer must be a status code or 'hang', not {args.answer!r}")
+    try:
+        script = NodeScript(
+            answer="hang" if args.answer == "hang" else int(args.answer),
+            infos=infos,
+            info_interval=args.info_interval,
+            bye_after=args.bye_after,
+            early=args.early,
+        )
+    except ValueError as e:
+        parser.error(f"--answer/--early: {e}")
     node = MediaNode(
         host.strip("[]"),
         int(port),
