@@ -109,6 +109,7 @@ class CallSession:
         self._info_lock = asyncio.Lock()  # one call's INFOs go out in order
         self._collecting = False
         self._failure: str | None = None
+        self._hangup: tuple[str, bool] | None = None  # (cause, caller hung up) once ended
 
     # -- what the bot sees of the INVITE ----------------------------------------------
 
@@ -192,7 +193,6 @@ class CallSession:
 
     async def finish(self, payload: Mapping[str, Any]) -> None:
         await self._send_info(payload, final=True)
-        self.record.final_at = time.time()
         try:
             await asyncio.wait_for(asyncio.shield(self._ended), self.settings.final_bye_timeout)
         except TimeoutError:
@@ -240,13 +240,18 @@ class CallSession:
         record = self.record
         record.ended_at = time.time()
         record.hangup_cause = hangup_cause
+        self._hangup = (hangup_cause, caller_hung_up)
+        self._decide(hangup_cause, caller_hung_up)
+        self._ended.set_result(None)
+
+    def _decide(self, hangup_cause: str, caller_hung_up: bool) -> None:
+        record = self.record
         if record.final_at is not None:
             record.outcome = Outcome.SUCCESS
         elif self._failure is None and caller_hung_up:
             record.outcome = Outcome.DISCONNECTED
         else:
             record.outcome = Outcome.FAILED
-        self._ended.set_result(None)
         self.log.info(
             "call ended: %s (%s)", record.outcome, hangup_cause, extra={"outcome": record.outcome}
         )
@@ -272,10 +277,19 @@ class CallSession:
                 seq=len(self.record.infos) + 1, final=final, size=body.size, handed_at=time.time()
             )
             self.record.infos.append(entry)
+            if final:
+                # Set before the reply: RingCX may hang up before we read it (then Success).
+                self.record.final_at = entry.handed_at
             started = time.perf_counter()
-            entry.reply = (await self.esl.bgapi(send_info_command(self.uuid, body))).strip()
+            try:
+                reply = await self.esl.bgapi(send_info_command(self.uuid, body))
+            except BaseException:
+                self._final_lost(entry)
+                raise
+            entry.reply = reply.strip()
             metrics.INFO_HANDOFF_SECONDS.observe(time.perf_counter() - started)
         if not entry.reply.startswith("+OK"):
+            self._final_lost(entry)
             # FreeSWITCH answers "-ERR Operation Failed" when the channel is gone or dying
             # (recorded after the caller's BYE); the call is over for the bot.
             metrics.INFO_FAILED.labels(reason="rejected").inc()
@@ -283,6 +297,13 @@ class CallSession:
             raise CallEnded(f"{self.uuid}: {entry.reply}")
         metrics.INFO_SENT.inc()
         self.log.info("INFO %d handed to FreeSWITCH (%d bytes)", entry.seq, body.size)
+
+    def _final_lost(self, entry: InfoRecord) -> None:
+        """The final intent was not delivered after all: settle the outcome again."""
+        if entry.final:
+            self.record.final_at = None
+            if self._hangup is not None:
+                self._decide(*self._hangup)
 
     async def _execute(self, app: str, arg: str) -> ChannelExecuteComplete:
         done = await self._until_ended(self.esl.execute(self.uuid, app, arg))

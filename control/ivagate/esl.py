@@ -25,6 +25,7 @@ send (FreeSWITCH echoes them in BACKGROUND_JOB and as CHANNEL_EXECUTE_COMPLETE's
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import socket
 import threading
@@ -138,6 +139,9 @@ class _Connection(InboundESL):  # type: ignore[misc]  # greenswitch is untyped
         self.connected = False
         sock = getattr(self, "sock", None)
         if sock is not None:
+            # shutdown() wakes the reader: close() alone keeps the fd open for the makefile
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
             sock.close()
 
     def fail_pending(self) -> None:

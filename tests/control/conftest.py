@@ -1,0 +1,61 @@
+"""Controller fixtures: the recorded-bytes ESL double and a controller connected to it."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import pytest
+
+from ivagate.controller import Controller
+from ivagate.settings import Settings
+from support.esl_double import FIXTURES, EslDouble
+
+TEST_BOTS = {
+    name: f"support.bots:{name}"
+    for name in ("TwoUpdates", "LongPlay", "UpdateAfterHangup", "Broken", "Payloads", "Silent")
+}
+
+if not (FIXTURES / "esl").is_dir():
+    pytest.skip(
+        f"the FreeSWITCH recordings are missing at {FIXTURES}: set IVAGATE_FIXTURES",
+        allow_module_level=True,
+    )
+
+
+@pytest.fixture
+async def double() -> AsyncIterator[EslDouble]:
+    server = EslDouble()
+    await server.start()
+    yield server
+    await server.stop()
+
+
+def make_settings(double: EslDouble, **sections: Any) -> Settings:
+    """Settings for a controller on ``double``: fast timers, the test bots registered."""
+    esl = {"host": "127.0.0.1", "port": double.port, "password": double.password}
+    esl.update(reply_timeout=2.0, reconnect_min=0.05, reconnect_max=0.2)
+    call = {"bots": TEST_BOTS, "final_bye_timeout": 2.0, "drain_timeout": 2.0}
+    call.update(sections.pop("call", {}))
+    routing = {"bot_header": "X-Bot-Id", "default_bot": "TwoUpdates"}
+    routing.update(sections.pop("routing", {}))
+    return Settings(esl=esl, call=call, routing=routing, **sections)
+
+
+@pytest.fixture
+async def controller_on(
+    double: EslDouble,
+) -> AsyncIterator[Callable[..., Awaitable[Controller]]]:
+    """Start a controller on the double (settings overrides as keyword sections)."""
+    started: list[Controller] = []
+
+    async def start(**sections: Any) -> Controller:
+        controller = Controller(make_settings(double, **sections))
+        await controller.start()
+        started.append(controller)
+        await double.wait_for(lambda: controller.ready)
+        return controller
+
+    yield start
+    for controller in started:
+        await controller.stop()

@@ -1,0 +1,141 @@
+"""Whole calls through the controller against the recorded-bytes ESL double."""
+
+from __future__ import annotations
+
+import asyncio
+
+from ivagate.bots.base import Outcome
+from ivagate.calls import CallRecord
+from ivagate.controller import Controller
+from support import bots
+from support.esl_double import EslDouble
+
+
+async def ended(controller: Controller, uuid: str) -> CallRecord:
+    """The call's record once it has ended."""
+    for _ in range(500):
+        call = controller.calls.get(uuid)
+        if call is not None:
+            await asyncio.wait_for(call.wait_ended(), 5)
+            return call.record
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"the controller never took {uuid}")
+
+
+async def test_full_call_two_updates_and_final(double: EslDouble, controller_on) -> None:
+    """Two updates then the final intent reach FreeSWITCH in order; RingCX's BYE -> Success."""
+    controller = await controller_on()
+    uuid = await double.park(headers={"X-Bot-Id": "TwoUpdates"})
+    await double.wait_for(lambda: len(double.channels[uuid].infos) == 3)
+    await double.caller_hangup(uuid)  # RingCX hangs up after the final intent
+    record = await ended(controller, uuid)
+    assert double.channels[uuid].infos == [
+        {"n": 1},
+        {"n": 2, "text": 'it\'s a "quoted" test \\ with backslash'},
+        {"intent": "Sales", "final": True},
+    ]
+    assert record.outcome is Outcome.SUCCESS
+    assert [info.final for info in record.infos] == [False, False, True]
+    assert all(info.reply == "+OK Success" and info.sip_status is None for info in record.infos)
+    assert record.sip_call_id == double.channels[uuid].call_id
+    assert not double.commands("api uuid_kill")  # RingCX hung up, not us
+    await double.wait_for(lambda: ("hangup", Outcome.SUCCESS) in bots.TwoUpdates.seen)
+
+
+async def test_caller_hangs_up_mid_bot(double: EslDouble, controller_on) -> None:
+    """The caller's BYE during a playback: the bot gets CallEnded, outcome Disconnected."""
+    double.media_seconds = 30
+    controller = await controller_on()
+    uuid = await double.park(headers={"X-Bot-Id": "LongPlay"})
+    await double.wait_for(lambda: bool(double.channels[uuid].pending))
+    await double.caller_hangup(uuid)
+    record = await ended(controller, uuid)
+    assert record.outcome is Outcome.DISCONNECTED
+    await double.wait_for(lambda: ("hangup", Outcome.DISCONNECTED) in bots.LongPlay.seen)
+    assert "CallEnded" in bots.LongPlay.seen
+
+
+async def test_info_after_hangup_is_refused(double: EslDouble, controller_on) -> None:
+    """uuid_send_info on a dead channel gets the recorded -ERR; the bot sees CallEnded."""
+    bots.UpdateAfterHangup.hung_up = asyncio.Event()
+    controller = await controller_on()
+    uuid = await double.park(headers={"X-Bot-Id": "UpdateAfterHangup"})
+    await double.wait_for(lambda: double.channels[uuid].state == "answered")
+    await double.caller_hangup(uuid)
+    record = await ended(controller, uuid)
+    bots.UpdateAfterHangup.hung_up.set()
+    await double.wait_for(lambda: any(s[0] == "CallEnded" for s in bots.UpdateAfterHangup.seen))
+    assert record.outcome is Outcome.DISCONNECTED
+    assert double.channels[uuid].infos == []
+
+
+async def test_bot_exception_ends_call_as_failed(double: EslDouble, controller_on) -> None:
+    """A bot exception hangs the call up as Failed and the controller takes the next call."""
+    controller = await controller_on()
+    uuid = await double.park(headers={"X-Bot-Id": "Broken"})
+    record = await ended(controller, uuid)
+    assert record.outcome is Outcome.FAILED
+    assert "bot bug" in (record.error or "")
+    assert double.commands(f"api uuid_kill {uuid}")
+    second = await double.park(headers={"X-Bot-Id": "TwoUpdates"})
+    await double.wait_for(lambda: len(double.channels[second].infos) == 3)
+
+
+async def test_invalid_and_oversized_payloads_are_refused(double: EslDouble, controller_on) -> None:
+    """Unserialisable, 'final', oversized and non-object payloads raise; the call goes on."""
+    controller = await controller_on()
+    uuid = await double.park(headers={"X-Bot-Id": "Payloads"})
+    await double.wait_for(lambda: len(double.channels[uuid].infos) == 1)
+    await double.caller_hangup(uuid)
+    record = await ended(controller, uuid)
+    errors = [entry for entry in bots.Payloads.seen if isinstance(entry, str)]
+    assert "not JSON-serialisable" in errors[0]
+    assert "'final' is reserved" in errors[1]
+    assert "over the 16384-byte limit" in errors[2]
+    assert "must be a JSON object" in errors[3]
+    assert double.channels[uuid].infos == [{"intent": "Done", "final": True}]
+    assert record.outcome is Outcome.SUCCESS
+
+
+async def test_final_without_bye_we_hang_up(double: EslDouble, controller_on) -> None:
+    """After the final intent and no BYE for call.final_bye_timeout, we send the BYE."""
+    controller = await controller_on(call={"final_bye_timeout": 0.2})
+    uuid = await double.park(headers={"X-Bot-Id": "TwoUpdates"})
+    record = await ended(controller, uuid)
+    assert double.commands(f"api uuid_kill {uuid} NORMAL_CLEARING")
+    assert record.outcome is Outcome.SUCCESS
+
+
+async def test_bot_without_final_intent_fails(double: EslDouble, controller_on) -> None:
+    """A bot returning without finish() is hung up and recorded as Failed."""
+    controller = await controller_on()
+    uuid = await double.park(headers={"X-Bot-Id": "Silent"})
+    record = await ended(controller, uuid)
+    assert record.outcome is Outcome.FAILED
+    assert record.error == "bot returned without a final intent"
+
+
+async def test_dtmf_outside_collect_reaches_on_dtmf(double: EslDouble, controller_on) -> None:
+    """A DTMF digit while no collect_digits() runs goes to the bot's on_dtmf hook."""
+    double.media_seconds = 30
+    await controller_on()
+    uuid = await double.park(headers={"X-Bot-Id": "LongPlay"})
+    await double.wait_for(lambda: bool(double.channels[uuid].pending))
+    await double.press(uuid, "5")
+    await double.wait_for(lambda: ("dtmf", "5") in bots.LongPlay.seen)
+    await double.caller_hangup(uuid)
+
+
+async def test_demo_bot_intent_follows_digit(double: EslDouble, controller_on) -> None:
+    """The demo bot: answer, prompt + one digit, one update, final intent for that digit."""
+    controller = await controller_on(routing={"default_bot": "demo"})
+    uuid = await double.park(digits="2")
+    await double.wait_for(lambda: len(double.channels[uuid].infos) == 2)
+    await double.caller_hangup(uuid)
+    record = await ended(controller, uuid)
+    assert double.channels[uuid].infos == [
+        {"event": "digit", "digit": "2"},
+        {"intent": "Support", "digit": "2", "final": True},
+    ]
+    assert record.outcome is Outcome.SUCCESS
+    assert double.commands("sendmsg")  # play_and_get_digits went out as sendmsg
