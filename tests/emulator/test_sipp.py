@@ -8,12 +8,17 @@ from pathlib import Path
 
 import psutil
 import pytest
+from tests.support.edge import SCENARIOS, SIPP, free_port
 
 from ivagate.emulator import CallPlan, CallReport, run_call
 from ivagate.emulator.transport import TransportName
-from support.edge import SCENARIOS, SIPP, free_port
 
-pytestmark = pytest.mark.sipp
+pytestmark = [
+    pytest.mark.sipp,
+    pytest.mark.skipif(
+        not Path(SIPP).exists(), reason=f"SIPp not found at {SIPP}: apt-get install sip-tester"
+    ),
+]
 
 
 async def _listening(proc: subprocess.Popen[bytes], port: int, transport: TransportName) -> None:
