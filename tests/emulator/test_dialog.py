@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ivagate.emulator.dialog import Dialog
-from ivagate.emulator.sipmsg import SipMessage
+from ivagate.emulator.sipmsg import Headers, SipMessage
 
 INVITE = SipMessage.request(
     "INVITE",
@@ -22,8 +22,9 @@ INVITE = SipMessage.request(
 
 
 def _ok(record_routes: list[str]) -> SipMessage:
+    """The node's 200 OK as the caller gets it, carrying ``record_routes``."""
     ok = INVITE.response(200, to_tag="node")
-    ok.headers.remove("Record-Route")
+    ok.headers = Headers([(n, v) for n, v in ok.headers.items_in_order() if n != "Record-Route"])
     for rr in record_routes:
         ok.headers.add("Record-Route", rr)
     ok.headers.add("Contact", "<sip:node@10.0.0.7:5080;transport=tcp>")

@@ -122,21 +122,6 @@ class Headers(Mapping[str, str]):
     def add(self, name: str, value: str) -> None:
         self._items.append((COMPACT.get(name.lower(), name), value))
 
-    def set(self, name: str, value: str) -> None:
-        """Replace every value of ``name`` with one, keeping the first one's position."""
-        key = name.lower()
-        for i, (n, _) in enumerate(self._items):
-            if n.lower() == key:
-                self._items[i] = (n, value)
-                self._items = [
-                    it for j, it in enumerate(self._items) if j <= i or it[0].lower() != key
-                ]
-                return
-        self.add(name, value)
-
-    def remove(self, name: str) -> None:
-        self._items = [it for it in self._items if it[0].lower() != name.lower()]
-
     def get_all(self, name: str) -> list[str]:
         key = name.lower()
         return [v for n, v in self._items if n.lower() == key]
@@ -263,10 +248,6 @@ class Via:
     @property
     def branch(self) -> str:
         return self.params.get("branch", "")
-
-    def __str__(self) -> str:
-        port = f":{self.port}" if self.port is not None else ""
-        return f"SIP/2.0/{self.transport} {self.host}{port}{_format_params(self.params)}"
 
 
 @dataclass

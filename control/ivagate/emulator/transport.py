@@ -290,7 +290,6 @@ async def connect(
     *,
     local_host: str | None = None,
     ssl_context: ssl.SSLContext | None = None,
-    server_hostname: str | None = None,
     within: float = 10.0,
 ) -> Link:
     """Open a TCP/TLS connection to ``peer`` (from ``local_host``, any port)."""
@@ -305,7 +304,7 @@ async def connect(
             peer[0],
             peer[1],
             ssl=ssl_context if transport == "tls" else None,
-            server_hostname=(server_hostname or peer[0]) if transport == "tls" else None,
+            server_hostname=peer[0] if transport == "tls" else None,
             local_addr=(local_host, 0) if local_host else None,
             family=socket.AF_INET6 if ":" in peer[0] else socket.AF_INET,
         ),
