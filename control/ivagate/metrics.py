@@ -22,8 +22,10 @@ __all__ = [
 REGISTRY = CollectorRegistry(auto_describe=True)
 
 CALLS_ENDED = Counter(
-    "ivagate_calls_total", "Calls ended, by outcome (Success, Failed, Disconnected)",
-    ["outcome"], registry=REGISTRY,
+    "ivagate_calls_total",
+    "Calls ended, by outcome (Success, Failed, Disconnected)",
+    ["outcome"],
+    registry=REGISTRY,
 )
 ACTIVE_CALLS = Gauge("ivagate_active_calls", "Calls taken and not yet ended", registry=REGISTRY)
 INFO_SENT = Counter(
