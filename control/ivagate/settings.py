@@ -36,8 +36,8 @@ CONFIG_FILE_ENV = "IVAGATE_CONFIG_FILE"
 class EslSettings(BaseModel):
     """The inbound Event Socket connection to the FreeSWITCH beside this controller."""
 
-    host: str = "127.0.0.1"
-    port: int = Field(8021, ge=1, le=65535)
+    host: str = Field("127.0.0.1", description="FreeSWITCH event socket address (loopback)")
+    port: int = Field(8021, ge=1, le=65535, description="FreeSWITCH event socket port")
     password: SecretStr = Field(
         description="event_socket.conf.xml password; FreeSWITCH's default is refused"
     )
@@ -91,7 +91,7 @@ class CallSettings(BaseModel):
 class WebhookSettings(BaseModel):
     """The built-in ``webhook`` bot."""
 
-    url: HttpUrl | None = None
+    url: HttpUrl | None = Field(None, description="where the webhook bot posts call events")
     secret: SecretStr | None = Field(None, description="HMAC-SHA256 key for X-Ivagate-Signature")
     timeout: float = Field(3.0, gt=0, description="seconds per webhook request")
     retries: int = Field(2, ge=0, description="retries after a failed request")
@@ -107,15 +107,17 @@ class WebhookSettings(BaseModel):
 class ApiSettings(BaseModel):
     """The HTTP control API."""
 
-    host: str = "127.0.0.1"
-    port: int = Field(8088, ge=1, le=65535)
+    host: str = Field("127.0.0.1", description="HTTP API listen address")
+    port: int = Field(8088, ge=1, le=65535, description="HTTP API listen port")
     token: SecretStr | None = Field(
         None, description="bearer token; /healthz, /readyz and /metrics need none"
     )
 
 
 class LogSettings(BaseModel):
-    level: str = Field("INFO", pattern="^(DEBUG|INFO|WARNING|ERROR)$")
+    level: str = Field(
+        "INFO", pattern="^(DEBUG|INFO|WARNING|ERROR)$", description="DEBUG, INFO, WARNING or ERROR"
+    )
     json_format: bool = Field(True, description="one JSON object per line")
 
 
