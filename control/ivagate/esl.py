@@ -13,7 +13,8 @@ its own greenlet). What greenswitch 0.0.19 lacks is fixed here, in a subclass:
   lost one) and the caller gets ``EslTimeout``;
 * ``text/event-plain`` bodies were URL-decoded as a whole before being split into lines, which
   breaks values holding encoded newlines or ``": "``; we parse them line by line instead;
-* a short read at EOF looped for ever; it now ends the connection;
+* a short read at EOF looped for ever, and a peer closing before ``auth/request`` left
+  ``connect()`` waiting for it: both now end the attempt;
 * there was no reconnect: ``EslClient`` reconnects with exponential backoff and tells its
   listener when the connection comes and goes.
 
@@ -99,6 +100,11 @@ class _Connection(InboundESL):  # type: ignore[misc]  # greenswitch is untyped
         )
         self._send_lock = gevent.lock.Semaphore()
         self._on_event = on_event
+
+    def start_event_handlers(self) -> None:
+        super().start_event_handlers()
+        # connect() waits for auth/request; a peer that closes at once must end that wait
+        self._receive_events_greenlet.link(lambda _: self._auth_request_event.set())
 
     def send(self, data: str) -> Any:
         if not self.connected:

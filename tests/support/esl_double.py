@@ -166,6 +166,7 @@ class EslDouble:
         self.received: list[tuple[float, str]] = []
         self.connections = 0
         self.refuse = False  # close new connections at once (FreeSWITCH down)
+        self.mute = False  # read commands but never answer (a stuck FreeSWITCH)
         self._server: asyncio.Server | None = None
         self._writers: list[asyncio.StreamWriter] = []
         self._rec = _recorded()
@@ -173,7 +174,8 @@ class EslDouble:
     # -- lifecycle ---------------------------------------------------------------------
 
     async def start(self) -> None:
-        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        # a large limit: one command may carry a multi-megabyte INFO body
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0, limit=1 << 24)
         self.port = self._server.sockets[0].getsockname()[1]
 
     async def stop(self) -> None:
@@ -275,7 +277,8 @@ class EslDouble:
                     writer.write(self._rec.auth_ok)
                     self._writers.append(writer)
                     continue
-                self._command(writer, command)
+                if not self.mute:
+                    self._command(writer, command)
         except (asyncio.IncompleteReadError, ConnectionError):
             pass
         finally:

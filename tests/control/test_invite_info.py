@@ -1,0 +1,103 @@
+"""Decoding the recorded INVITE variables and building the recorded INFO command."""
+
+from __future__ import annotations
+
+from urllib.parse import quote
+
+import pytest
+
+from ivagate.bots.base import PayloadError
+from ivagate.events import ChannelPark, parse_event, parse_plain_headers
+from ivagate.info import encode_info, send_info_command
+from ivagate.invite import Invite, decode_invite_headers
+from support.esl_double import load_recording
+
+
+def recorded_park(name: str) -> ChannelPark:
+    frame = next(f for d, f in load_recording(name) if b"Event-Name: CHANNEL_PARK" in f)
+    _, _, body = frame.partition(b"\n\n")
+    event = parse_event(parse_plain_headers(body.decode()))
+    assert isinstance(event, ChannelPark)
+    return event
+
+
+def test_invite_from_recorded_park() -> None:
+    """Call-ID, DID, caller, transport and SRTP come from the recorded CHANNEL_PARK."""
+    invite = Invite.from_park(recorded_park("inbound-media.esl"))
+    assert invite.uuid == "6108eba0-8de2-498b-afee-fc3c9b07b912"
+    assert invite.sip_call_id == "4kwtw7i4zn3aeqk5@ringcx"
+    assert invite.did == "21000001002"
+    assert invite.caller == "+16505550100"
+    assert invite.transport == "udp" and invite.source == "127.0.0.1:49410"
+    assert invite.srtp  # the caller offered RTP/SAVP with a=crypto
+    assert invite.headers["call-id"] == "4kwtw7i4zn3aeqk5@ringcx"
+    assert invite.headers["CSeq"] == "1 INVITE"
+    assert invite.raw_headers["sip_i_cseq"] == "1%20INVITE"
+
+
+def test_x_headers_keep_spelling_and_decode() -> None:
+    """Recorded X- headers: case-insensitive lookup, original spelling, URL-decoded values."""
+    frame = next(
+        f for d, f in load_recording("outbound-call-srtp.esl") if b"variable_sip_i_x_bot_id" in f
+    )
+    headers, raw = decode_invite_headers(parse_plain_headers(frame.decode()))
+    assert headers["x-bot-id"] == "support"
+    assert headers["X-Bot-Data"] == '{"botData":{"ani":"+16058779330"}}'
+    assert "X-RingCX-Session" in list(headers.keys())
+    assert raw["sip_i_x_bot_data"].startswith("%7B%22botData")
+
+
+def test_edge_headers_name_transport_and_source() -> None:
+    """X-Edge-Transport / X-Edge-Source (added by the edge) override the last hop's view."""
+    park = recorded_park("inbound-media.esl")
+    headers = dict(park.headers)
+    headers["variable_sip_i_x_edge_transport"] = "tls"
+    headers["variable_sip_i_x_edge_source"] = quote("203.0.113.5:5061")
+    invite = Invite.from_park(park.model_copy(update={"headers": headers}))
+    assert (invite.transport, invite.source) == ("tls", "203.0.113.5:5061")
+
+
+def test_repeated_header_array_is_split() -> None:
+    """A header sent twice (FreeSWITCH's ARRAY::a|:b form) becomes two values."""
+    value = quote("ARRAY::SIP/2.0/UDP 10.0.0.1|:SIP/2.0/UDP 10.0.0.2", safe="/")
+    headers, _ = decode_invite_headers({"variable_sip_i_via": value})
+    assert headers.getall("Via") == ["SIP/2.0/UDP 10.0.0.1", "SIP/2.0/UDP 10.0.0.2"]
+
+
+def test_info_command_matches_recording() -> None:
+    """The final intent command is byte for byte the recorded one."""
+    sent = [f for d, f in load_recording("inbound-park-call.esl") if b"uuid_send_info d7dd" in f]
+    body = encode_info({"intent": "Billing"}, final=True, max_bytes=16384)
+    command = "api " + send_info_command("d7dd3510-57a3-4df3-9f7a-860475060edc", body)
+    assert sent == [(command + "\n\n").encode()]
+
+
+def test_info_escaping_as_in_the_fixtures() -> None:
+    """Quotes and backslashes are escaped the way that reached the caller intact."""
+    payload = {"event": "update", "text": 'it\'s a "quoted" test \\ with backslash', "n": 1}
+    body = encode_info(payload, final=False, max_bytes=16384)
+    assert send_info_command("u", body) == (
+        "uuid_send_info u application json "
+        '\'{"event": "update", "text": "it\\\'s a \\\\"quoted\\\\" test \\\\\\\\ with '
+        'backslash", "n": 1}\''
+    )
+
+
+@pytest.mark.parametrize(
+    ("payload", "final", "message"),
+    [
+        ({"final": False}, False, "'final' is reserved"),
+        ({"n": float("nan")}, False, "not JSON-serialisable"),
+        ({"s": "x" * 100}, False, "over the 64-byte limit"),
+    ],
+)
+def test_bad_payloads_raise(payload: dict[str, object], final: bool, message: str) -> None:
+    """Reserved 'final', non-JSON values and oversize bodies raise PayloadError."""
+    with pytest.raises(PayloadError, match=message):
+        encode_info(payload, final=final, max_bytes=64)
+
+
+def test_finish_always_sets_final() -> None:
+    """finish() bodies carry "final": true even if the bot said otherwise."""
+    body = encode_info({"intent": "x", "final": False}, final=True, max_bytes=64)
+    assert body.text == '{"intent": "x", "final": true}'
