@@ -69,6 +69,7 @@ __all__ = [
     "SIGNATURE_HEADER",
     "TIMESTAMP_HEADER",
     "Action",
+    "HangupCause",
     "Reply",
     "WebhookBot",
     "sign",
@@ -84,6 +85,8 @@ RETRY_BACKOFF = 0.2  # seconds, times the attempt number: short, a caller is wai
 
 # Text that reaches an ESL command line: one line, no control characters.
 Line = Annotated[str, StringConstraints(min_length=1, max_length=4096, pattern=r"^[^\x00-\x1f]*$")]
+# A FreeSWITCH hangup cause name (``NORMAL_CLEARING``, ``USER_BUSY`` ...): one safe word.
+HangupCause = Annotated[str, StringConstraints(pattern=r"^[A-Z_]{1,64}$")]
 
 
 class _Action(BaseModel):
@@ -120,7 +123,7 @@ class Finish(_Action):
 
 class Hangup(_Action):
     action: Literal["hangup"]
-    cause: str = Field("NORMAL_CLEARING", pattern=r"^[A-Z_]{1,64}$")
+    cause: HangupCause = "NORMAL_CLEARING"
 
 
 Action = Annotated[Play | Say | Gather | Update | Finish | Hangup, Field(discriminator="action")]
