@@ -4,6 +4,8 @@
 # `ivagate-edge rpc METHOD [PARAMS_JSON]` calls its JSON-RPC on the loopback control listener
 # (e.g. `rpc permissions.addressReload`, `rpc dispatcher.list`).
 #
+#   IVAGATE_EDGE_LISTEN       address to listen on (the container's first address): not 0.0.0.0,
+#                             which Kamailio would write into Record-Route
 #   IVAGATE_EDGE_SIP_PORT     SIP over UDP and TCP (5060)
 #   IVAGATE_EDGE_TLS_PORT     SIP over TLS (5061)
 #   IVAGATE_EDGE_TLS          "false" turns the TLS listener off (on by default). Certificates
@@ -59,7 +61,8 @@ esac
 words() { tr ', ' '\n\n' <<<"${1:-}" | sed '/^$/d'; }
 
 mkdir -p "$state"
-defines=(-A "SIP_PORT=${IVAGATE_EDGE_SIP_PORT:-5060}" -A "TLS_PORT=${IVAGATE_EDGE_TLS_PORT:-5061}"
+listen=${IVAGATE_EDGE_LISTEN:-$(hostname -i | cut -d' ' -f1)}
+defines=(-A "LISTEN_ADDR=$listen" -A "SIP_PORT=${IVAGATE_EDGE_SIP_PORT:-5060}" -A "TLS_PORT=${IVAGATE_EDGE_TLS_PORT:-5061}"
 	-A "HTTP_PORT=$http_port"
 	-A "ALLOWLIST_FILE=\"$state/allowlist.address\"" -A "DISPATCHER_LIST=\"$state/dispatcher.list\"")
 
