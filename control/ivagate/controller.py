@@ -30,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from collections.abc import Coroutine
 from typing import Any
 
@@ -38,7 +39,7 @@ from .bots.base import Bot, CallEnded, StopBot
 from .bots.registry import BotRegistry
 from .calls import CallRegistry, CallSession
 from .esl import EslClient, EslError
-from .events import ChannelHangupComplete, ChannelPark, Dtmf, EslEvent
+from .events import ChannelAnswer, ChannelHangupComplete, ChannelPark, Dtmf, EslEvent
 from .invite import Invite
 from .log import CallLogger
 from .routing import choose_bot
@@ -137,26 +138,31 @@ class Controller:
     def esl_event(self, event: EslEvent) -> None:
         if isinstance(event, ChannelPark):
             if event.uuid and event.uuid not in self.calls:
-                self._take(Invite.from_park(event))
+                self._take(event)
             return
         call = self.calls.get(event.uuid) if event.uuid else None
         if call is None or call.ended:
             return
-        if isinstance(event, ChannelHangupComplete):
+        if isinstance(event, ChannelAnswer):
+            call.record.answered_at = time.time()
+        elif isinstance(event, ChannelHangupComplete):
             call.mark_ended(event.hangup_cause, event.disposition.startswith("recv_"))
         elif isinstance(event, Dtmf) and not call.collecting and call.uuid in self._bots:
             self._spawn(self._dtmf(call, self._bots[call.uuid], event.digit))
 
     # -- calls -------------------------------------------------------------------------
 
-    def _take(self, invite: Invite) -> None:
+    def _take(self, park: ChannelPark) -> None:
+        invite = Invite.from_park(park)
         call_log = CallLogger(log, invite.uuid, invite.sip_call_id)
         call = CallSession(invite, self.esl, self.settings.call, call_log)
         self.calls.add(call)
         self._idle.clear()
-        self._spawn(self._run(call))
+        # Without it FreeSWITCH answers +OK to uuid_send_info and sends nothing (fixtures).
+        info_enabled = park.variable("fs_send_unsupported_info") == "true"
+        self._spawn(self._run(call, info_enabled))
 
-    async def _run(self, call: CallSession) -> None:
+    async def _run(self, call: CallSession, info_enabled: bool) -> None:
         route = choose_bot(call.invite, self.settings.routing, self.bots)
         call.record.bot = route.bot
         call.log.info(
@@ -170,8 +176,16 @@ class Controller:
         try:
             if route.bot is None:
                 await self._reject(call, route.reason)
-            else:
-                await self._drive(call, self.bots.create(route.bot))
+                return
+            if not info_enabled:
+                call.log.warning("the dialplan did not set fs_send_unsupported_info; setting it")
+                await self.esl.api(f"uuid_setvar {call.uuid} fs_send_unsupported_info true")
+            await self._drive(call, self.bots.create(route.bot))
+        except EslError as exc:  # if the connection dropped, the reconnect ends the call
+            call.log.warning("call setup failed: %s", exc)
+            call.fail(f"call setup failed: {exc}")
+            await self._end(call)
+            await call.wait_ended()
         finally:
             self._bots.pop(call.uuid, None)
             self._flows.pop(call.uuid, None)

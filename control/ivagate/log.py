@@ -13,10 +13,14 @@ from typing import Any
 
 from .settings import LogSettings
 
-__all__ = ["CallLogger", "JsonFormatter", "setup_logging"]
+__all__ = ["CallLogger", "JsonFormatter", "TextFormatter", "setup_logging"]
 
 # Attributes of every LogRecord: anything else on a record came from ``extra``.
 _STANDARD = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
+
+
+def _extra(record: logging.LogRecord) -> dict[str, Any]:
+    return {k: v for k, v in record.__dict__.items() if k not in _STANDARD}
 
 
 class JsonFormatter(logging.Formatter):
@@ -27,10 +31,22 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "msg": record.getMessage(),
         }
-        line.update((k, v) for k, v in record.__dict__.items() if k not in _STANDARD)
+        line.update(_extra(record))
         if record.exc_info:
             line["exc"] = self.formatException(record.exc_info)
         return json.dumps(line, default=str)
+
+
+class TextFormatter(logging.Formatter):
+    """For people at a terminal: the usual line, then the call's fields as ``key=value``."""
+
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)s %(name)s %(message)s")
+
+    def format(self, record: logging.LogRecord) -> str:
+        fields = " ".join(f"{k}={v}" for k, v in _extra(record).items())
+        line = super().format(record)
+        return f"{line} [{fields}]" if fields else line
 
 
 class CallLogger(logging.LoggerAdapter[logging.Logger]):
@@ -49,7 +65,7 @@ def setup_logging(settings: LogSettings) -> None:
     if settings.json_format:
         handler.setFormatter(JsonFormatter())
     else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+        handler.setFormatter(TextFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(settings.level)

@@ -43,6 +43,12 @@ def make_settings(double: EslDouble, **sections: Any) -> Settings:
 
 
 @pytest.fixture
+def settings_for(double: EslDouble) -> Callable[..., Settings]:
+    """``make_settings`` bound to this test's double."""
+    return lambda **sections: make_settings(double, **sections)
+
+
+@pytest.fixture
 async def controller_on(
     double: EslDouble,
 ) -> AsyncIterator[Callable[..., Awaitable[Controller]]]:

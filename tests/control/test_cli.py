@@ -1,10 +1,17 @@
-"""``ivagate check-config``: every invalid field with its path and reason."""
+"""The ``ivagate`` command: ``check-config`` and ``run``'s startup and orderly shutdown."""
 
 from __future__ import annotations
 
+import asyncio
+import socket
+from collections.abc import Callable
+
+import aiohttp
 import pytest
 
-from ivagate.cli import main
+from ivagate.cli import Server, main
+from ivagate.settings import Settings
+from support.esl_double import EslDouble
 
 
 def test_check_config_lists_every_invalid_field(
@@ -41,3 +48,25 @@ def test_check_config_ok(
     monkeypatch.setenv("IVAGATE_ESL__PASSWORD", "s3cret")
     assert main(["check-config"]) == 0
     assert "configuration OK" in capsys.readouterr().out
+
+
+async def test_run_starts_and_shuts_down_in_order(
+    double: EslDouble, settings_for: Callable[..., Settings]
+) -> None:
+    """run: ESL up, gate open, API serving; on a signal: gate closed, API and ESL closed."""
+    with socket.socket() as probe:  # a free port for the API
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = Server(settings_for(api={"port": port}))
+    await server.startup()
+    await double.wait_for(lambda: double.global_vars.get("ivagate_ready") == "true")
+    async with aiohttp.ClientSession() as http:
+        async with http.get(f"http://127.0.0.1:{port}/healthz") as response:
+            assert response.status == 200
+        server.handle_exit()  # as SIGTERM does
+        await asyncio.wait_for(server.main_loop(), 1)
+        await server.shutdown()
+        assert double.global_vars["ivagate_ready"] == "false"
+        assert not double.connected
+        with pytest.raises(aiohttp.ClientConnectionError):
+            await http.get(f"http://127.0.0.1:{port}/healthz")

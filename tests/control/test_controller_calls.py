@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import logging
+
+import pytest
 
 from ivagate.bots.base import Outcome
 from ivagate.calls import CallRecord
 from ivagate.controller import Controller
+from ivagate.log import JsonFormatter, TextFormatter
 from support import bots
 from support.esl_double import EslDouble
 
@@ -35,6 +40,7 @@ async def test_full_call_two_updates_and_final(double: EslDouble, controller_on)
         {"intent": "Sales", "final": True},
     ]
     assert record.outcome is Outcome.SUCCESS
+    assert record.answered_at is not None  # from the recorded CHANNEL_ANSWER
     assert [info.final for info in record.infos] == [False, False, True]
     assert all(info.reply == "+OK Success" and info.sip_status is None for info in record.infos)
     assert record.sip_call_id == double.channels[uuid].call_id
@@ -139,3 +145,19 @@ async def test_demo_bot_intent_follows_digit(double: EslDouble, controller_on) -
     ]
     assert record.outcome is Outcome.SUCCESS
     assert double.commands("sendmsg")  # play_and_get_digits went out as sendmsg
+
+
+async def test_call_log_lines_carry_uuid_and_call_id(
+    double: EslDouble, controller_on, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Every log line about a call names its UUID and SIP Call-ID, traceback included."""
+    caplog.set_level(logging.INFO, logger="ivagate")
+    controller = await controller_on()
+    uuid = await double.park(headers={"X-Bot-Id": "Broken"})
+    await ended(controller, uuid)
+    records = [r for r in caplog.records if getattr(r, "uuid", None) == uuid]
+    lines = [json.loads(JsonFormatter().format(r)) for r in records]
+    assert len(lines) >= 3  # taken, the bot's exception, ended
+    assert all(line["call_id"] == double.channels[uuid].call_id for line in lines)
+    assert any("RuntimeError: bot bug" in line.get("exc", "") for line in lines)
+    assert f"uuid={uuid}" in TextFormatter().format(records[0])
