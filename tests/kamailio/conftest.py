@@ -12,9 +12,9 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from tests.support.edge import CALLER, Edge, EdgeSetup
 
 from ivagate.emulator.tls import self_signed
-from tests.support.edge import CALLER, Edge, EdgeSetup
 
 
 @pytest.fixture(scope="session")

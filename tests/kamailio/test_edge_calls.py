@@ -7,7 +7,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-
 from tests.kamailio.conftest import ContactSpy
 from tests.support.edge import CALLER, NODE_HOSTS, Edge, free_port, start_caller, start_node
 
@@ -32,7 +31,7 @@ def body(message: str) -> str:
 def test_udp_call_reaches_node_with_edge_headers(
     start_edge: Callable[..., Edge], tmp_path: Path
 ) -> None:
-    """A UDP call gets X-Edge-* set by the edge (forged ones gone), two Record-Routes, the SDP untouched."""
+    """UDP: the edge sets X-Edge-* (forged ones go), two Record-Routes, SDP untouched."""
     port = free_port(NODE_HOSTS[0])
     edge = start_edge(nodes=[f"sip:{NODE_HOSTS[0]}:{port}"])
     node = start_node(tmp_path, port)
@@ -56,7 +55,7 @@ def test_udp_call_reaches_node_with_edge_headers(
 def test_tcp_in_dialog_requests_reuse_callers_connection(
     start_edge: Callable[..., Edge], tmp_path: Path, contact_spy: ContactSpy
 ) -> None:
-    """Over TCP, the node's INFOs and BYE reach the caller on its own connection; its Contact is never dialled."""
+    """TCP: node INFOs and BYE ride the caller's connection; its Contact is never dialled."""
     port = free_port(NODE_HOSTS[0])
     edge = start_edge(nodes=[f"sip:{NODE_HOSTS[0]}:{port}"])
     node = start_node(tmp_path, port)
@@ -80,7 +79,7 @@ def test_tcp_in_dialog_requests_reuse_callers_connection(
 def test_request_to_a_vanished_caller_fails_without_dialling_it(
     start_edge: Callable[..., Edge], tmp_path: Path, contact_spy: ContactSpy
 ) -> None:
-    """When RingCX's TCP connection is gone, the node's INFO gets an error and the log says so; no new connection."""
+    """RingCX's TCP connection gone: the node's INFO fails, logged, no new connection."""
     port = free_port(NODE_HOSTS[0])
     edge = start_edge(nodes=[f"sip:{NODE_HOSTS[0]}:{port}"])
     node = start_node(tmp_path, port, pause_ms=3000)

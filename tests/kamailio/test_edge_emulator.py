@@ -7,11 +7,11 @@ import json
 from collections.abc import Callable
 
 import pytest
+from tests.support.edge import CALLER, NODE_HOSTS, Edge, free_port
 
 from ivagate.emulator import CallPlan, run_call
 from ivagate.emulator.media_node import MediaNode, NodeScript
 from ivagate.emulator.transport import TransportName
-from tests.support.edge import CALLER, NODE_HOSTS, Edge, free_port
 
 pytestmark = [pytest.mark.kamailio]
 
@@ -36,7 +36,7 @@ def plan(edge: Edge, transport: TransportName, **fields: object) -> CallPlan:
 async def test_tls_call_with_srtp_offer_reaches_node_untouched(
     start_edge: Callable[..., Edge],
 ) -> None:
-    """A TLS call offering SDES-SRTP reaches the node with its SDP as sent and the X-Edge-* headers."""
+    """A TLS call offering SDES-SRTP reaches the node with its SDP as sent and X-Edge-*."""
     node = node_at(infos=INFOS, bye_after=None)
     edge = start_edge(nodes=[node_uri(node)])
     async with node:
@@ -55,7 +55,7 @@ async def test_tls_call_with_srtp_offer_reaches_node_untouched(
 async def test_node_requests_ride_the_callers_connection(
     start_edge: Callable[..., Edge], transport: TransportName
 ) -> None:
-    """INFOs and BYE from the node reach the caller over its own TCP/TLS connection; its Contact sees nothing."""
+    """Node INFOs and BYE ride the caller's TCP/TLS connection; its Contact sees nothing."""
     node = node_at(infos=INFOS, bye_after=0.2)
     edge = start_edge(nodes=[node_uri(node)])
     async with node:
@@ -67,7 +67,7 @@ async def test_node_requests_ride_the_callers_connection(
 
 
 async def test_crlf_pings_keep_the_call_and_connection(start_edge: Callable[..., Edge]) -> None:
-    """RFC 5626 CRLF pings every 0.2 s over TLS during a call break nothing; the edge answers them."""
+    """RFC 5626 CRLF pings every 0.2 s over TLS break nothing; the edge answers them."""
     node = node_at(infos=[{"n": i} for i in range(4)], info_interval=0.5, bye_after=0.2)
     edge = start_edge(nodes=[node_uri(node)])
     async with node:
@@ -91,7 +91,7 @@ async def test_16k_info_over_tls_arrives_whole(start_edge: Callable[..., Edge]) 
 
 
 async def test_tls_hop_to_the_media_node(start_edge: Callable[..., Edge]) -> None:
-    """A node listed as ;transport=tls gets the call over TLS, and its requests still reach the caller."""
+    """A node listed with ;transport=tls gets the call over TLS; its requests reach the caller."""
     node = node_at("tls", infos=INFOS, bye_after=None)
     edge = start_edge(nodes=[node_uri(node)])
     async with node:

@@ -8,9 +8,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from tests.support.edge import NODE_HOSTS, Edge, free_port, start_caller, start_node
 
 from ivagate.emulator.media_node import MediaNode, NodeScript
-from tests.support.edge import NODE_HOSTS, Edge, free_port, start_caller, start_node
 
 pytestmark = [pytest.mark.kamailio, pytest.mark.sipp]
 
@@ -36,7 +36,7 @@ def wait_for_flags(edge: Edge, uri: str, flags: str, timeout: float = 10.0) -> N
 def test_dead_node_fails_over_to_next_without_a_failed_call(
     start_edge: Callable[..., Edge], tmp_path: Path
 ) -> None:
-    """No answer at all from the first node: the call lands on the second, the first is marked inactive."""
+    """A silent first node: the call lands on the second; the first is marked inactive."""
     (dead, live) = nodes(2)
     edge = start_edge(nodes=uris([dead, live]), defines=FAST)
     node = start_node(tmp_path, live[1], host=live[0])
@@ -68,7 +68,7 @@ async def test_refusing_node_fails_over_to_next(
 def test_hung_node_is_cancelled_after_the_timer_and_call_moves_on(
     start_edge: Callable[..., Edge], tmp_path: Path
 ) -> None:
-    """A node that only sends 100 Trying gets a CANCEL after MEDIA_ANSWER_TIMEOUT; the next node answers."""
+    """A node stuck at 100 Trying is CANCELled after the answer timer; the next one answers."""
     (hung, live) = nodes(2)
     edge = start_edge(nodes=uris([hung, live]), defines=FAST)
     hanger = start_node(tmp_path, hung[1], host=hung[0], scenario="uas_hang")

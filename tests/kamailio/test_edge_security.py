@@ -10,9 +10,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-
-from ivagate.emulator import CallPlan, run_call
-from ivagate.emulator.media_node import MediaNode, NodeScript
 from tests.support.edge import (
     CALLER,
     EDGE_CFG,
@@ -22,6 +19,9 @@ from tests.support.edge import (
     Edge,
     free_port,
 )
+
+from ivagate.emulator import CallPlan, run_call
+from ivagate.emulator.media_node import MediaNode, NodeScript
 
 pytestmark = [pytest.mark.kamailio]
 
@@ -61,7 +61,7 @@ def answers_options(edge: Edge, source: str, user_agent: str = "ringcx-probe") -
 async def test_outsider_never_reaches_a_node_until_reload_admits_it(
     start_edge: Callable[..., Edge],
 ) -> None:
-    """A caller off the allowlist gets silence and the node sees nothing; after addressReload it gets through."""
+    """Off the allowlist: silence, the node sees nothing; after addressReload it gets through."""
     port = free_port(NODE_HOSTS[0])
     edge = start_edge(nodes=[f"sip:{NODE_HOSTS[0]}:{port}"])
     node = MediaNode(NODE_HOSTS[0], port, script=NodeScript(infos=[{"final": True}]))
@@ -81,7 +81,7 @@ async def test_outsider_never_reaches_a_node_until_reload_admits_it(
 
 
 def test_options_answered_for_ringcx_and_probes_only(start_edge: Callable[..., Edge]) -> None:
-    """OPTIONS to the edge: 200 for RingCX and health probes, silence for others and for scanners."""
+    """OPTIONS to the edge: 200 for RingCX and probes, silence for others and scanners."""
     edge = start_edge(probes=[f"{PROBE}/32"])
     assert answers_options(edge, CALLER)
     assert answers_options(edge, PROBE)
@@ -119,7 +119,9 @@ async def test_malformed_sip_leaves_the_edge_serving(start_edge: Callable[..., E
     edge = start_edge(nodes=[f"sip:{NODE_HOSTS[0]}:{port}"])
     for data in MALFORMED:
         udp_exchange(edge, CALLER, data, wait=0.05)
-        with socket.create_connection((edge.host, edge.sip_port), source_address=(CALLER, 0)) as tcp:
+        with socket.create_connection(
+            (edge.host, edge.sip_port), source_address=(CALLER, 0)
+        ) as tcp:
             tcp.sendall(data)
     assert edge.alive()
     assert answers_options(edge, CALLER)
@@ -134,7 +136,7 @@ async def test_malformed_sip_leaves_the_edge_serving(start_edge: Callable[..., E
 def test_control_listener_serves_rpc_and_metrics_only_on_loopback_port(
     start_edge: Callable[..., Edge],
 ) -> None:
-    """/RPC and /metrics answer on the control listener; HTTP sent to the SIP TCP port is refused."""
+    """/RPC and /metrics answer on the control listener; HTTP to the SIP TCP port gets 403."""
     edge = start_edge()
     assert "kamailio" in edge.rpc("core.version")
     status, metrics = edge.http_get("/metrics")

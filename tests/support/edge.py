@@ -18,7 +18,7 @@ import socket
 import subprocess
 import time
 import urllib.request
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,7 +36,6 @@ __all__ = [
     "SippRun",
     "free_port",
     "run_sipp",
-    "sipp_node",
     "start_caller",
     "start_node",
     "start_sipp",
@@ -84,6 +83,7 @@ class EdgeSetup:
     tls_dir: Path | None = None  # holds tls.crt, tls.key (and ca.crt): see ``tls_files``
     client_verify: bool = False  # WITH_TLS_CLIENT_VERIFY: tls-client-verify.cfg
     listen: str = EDGE_HOST
+    shm_mb: int = 64  # shared memory; transactions live in it (benchmarks need more)
     defines: dict[str, str] = field(default_factory=dict)  # e.g. {"MEDIA_ANSWER_TIMEOUT": "1500"}
 
 
@@ -166,7 +166,8 @@ class Edge:
         self.dispatcher.write_text("\n".join(["# written by tests/support/edge.py", *nodes]) + "\n")
         runtime = self.workdir / "run"
         runtime.mkdir(exist_ok=True)
-        cmd = [KAMAILIO, "-f", str(EDGE_CFG), "-DD", "-E", "-Y", str(runtime), "-m", "64"]
+        cmd = [KAMAILIO, "-f", str(EDGE_CFG), "-DD", "-E", "-Y", str(runtime)]
+        cmd += ["-m", str(self.setup.shm_mb)]
         cmd += ["-M", "8", *self._defines()]
         log = self.log_path.open("ab")
         self._proc = subprocess.Popen(
@@ -299,16 +300,21 @@ def start_sipp(
     timeout: float = 30.0,
     name: str | None = None,
     extra: Sequence[str] = (),
+    trace: bool = True,
 ) -> SippRun:
-    """Start SIPp with ``tests/kamailio/scenarios/<scenario>.xml`` in the background."""
+    """Start SIPp with ``tests/kamailio/scenarios/<scenario>.xml`` in the background.
+
+    ``trace``: keep every message in a file (``messages()``); off for benchmarks.
+    """
     label = name or scenario
-    trace = workdir / f"sipp-{label}-messages.log"
+    messages = workdir / f"sipp-{label}-messages.log"
     output = workdir / f"sipp-{label}.out"
     cmd = [SIPP, "-sf", str(SCENARIOS / f"{scenario}.xml"), "-t", transport, "-i", local_ip]
     cmd += ["-p", str(local_port or free_port(local_ip)), "-m", str(calls), "-nostdin"]
     cmd += ["-timeout", f"{timeout}s", "-timeout_error", "-max_recv_loops", "1000"]
-    cmd += ["-trace_msg", "-message_file", str(trace), "-trace_err"]
-    cmd += ["-error_file", str(workdir / f"sipp-{label}-errors.log")]
+    cmd += ["-trace_err", "-error_file", str(workdir / f"sipp-{label}-errors.log")]
+    if trace:
+        cmd += ["-trace_msg", "-message_file", str(messages)]
     if rate is not None:
         cmd += ["-r", str(rate), "-rp", "1000"]
     if limit is not None:
@@ -322,7 +328,7 @@ def start_sipp(
         proc = subprocess.Popen(
             cmd, stdout=out, stderr=subprocess.STDOUT, cwd=workdir, start_new_session=True
         )
-    return SippRun(proc, trace, output)
+    return SippRun(proc, messages, output)
 
 
 def run_sipp(scenario: str, workdir: Path, **kwargs: Any) -> SippRun:
@@ -330,16 +336,6 @@ def run_sipp(scenario: str, workdir: Path, **kwargs: Any) -> SippRun:
     run = start_sipp(scenario, workdir, **kwargs)
     run.wait(float(kwargs.get("timeout", 30.0)) + 15)
     return run
-
-
-@contextlib.contextmanager
-def sipp_node(scenario: str, workdir: Path, **kwargs: Any) -> Iterator[SippRun]:
-    """A SIPp UAS in the background for the duration of a block."""
-    run = start_sipp(scenario, workdir, **kwargs)
-    try:
-        yield run
-    finally:
-        run.stop()
 
 
 def start_node(
@@ -352,6 +348,7 @@ def start_node(
     keys: dict[str, str] | None = None,
     calls: int = 1,
     transport: str = "u1",
+    trace: bool = True,
 ) -> SippRun:
     """A SIPp media node; it answers OPTIONS probes by itself (-aa)."""
     return start_sipp(
@@ -364,6 +361,7 @@ def start_node(
         calls=calls,
         name=f"node-{host}-{port}",
         extra=["-aa", "-d", str(pause_ms)],
+        trace=trace,
     )
 
 
@@ -378,6 +376,7 @@ def start_caller(
     rate: float | None = None,
     timeout: float = 20.0,
     name: str = "caller",
+    trace: bool = True,
 ) -> SippRun:
     """A SIPp RingCX caller (uac_call.xml) toward the edge's UDP/TCP port.
 
@@ -396,4 +395,5 @@ def start_caller(
         rate=rate,
         timeout=timeout,
         name=name,
+        trace=trace,
     )
