@@ -18,6 +18,8 @@ from pydantic import ValidationError
 
 from ivagate.bots.base import CallEnded, Outcome, PayloadError
 from ivagate.bots.webhook import WebhookBot
+from ivagate.controller import Controller
+from support.esl_double import EslDouble
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -242,10 +244,11 @@ async def test_server_error_then_success_carries_on(webhook: Webhook) -> None:
         status(200, "{not json"),
         status(200, '{"actions": [{"action": "dance"}]}'),
         status(200, '{"actions": [{"action": "play", "source": "a\\nb"}]}'),
+        status(200, '{"actions": [{"action": "play", "source": "two words.wav"}]}'),
         status(200, '{"actions": [{"action": "finish", "paylod": {}}]}'),
         status(404),
     ],
-    ids=["bad-json", "unknown-action", "control-char", "unknown-field", "http-404"],
+    ids=["bad-json", "unknown-action", "control-char", "space", "unknown-field", "http-404"],
 )
 async def test_broken_reply_falls_back_without_retry(webhook: Webhook, handler: Handler) -> None:
     """A reply that breaks the protocol gets the fallback at once, not a retry."""
@@ -325,3 +328,33 @@ def test_fallback_must_end_the_call() -> None:
     """A fallback that is not ``finish`` or ``hangup`` is refused when the bot is made."""
     with pytest.raises(ValidationError):
         WebhookBot({"url": "http://127.0.0.1/", "fallback": {"action": "say", "text": "hi"}})
+
+
+async def test_webhook_bot_drives_a_real_call(
+    webhook: Webhook, double: EslDouble, controller_on: Callable[..., Awaitable[Controller]]
+) -> None:
+    """Through the controller and the ESL double: the webhook's actions reach FreeSWITCH."""
+    webhook.script = [
+        actions({"action": "say", "text": "Press one"}, {"action": "gather", "timeout": 2}),
+        actions(
+            {"action": "update", "payload": {"menu": "billing"}},
+            {"action": "finish", "payload": {"intent": "Billing"}},
+        ),
+        ignored,
+    ]
+    await controller_on(webhook={"url": webhook.url}, routing={"default_bot": "webhook"})
+    uuid = await double.park(digits="1", headers={"X-Custom": "a b"})
+    channel = double.channels[uuid]
+    await double.wait_for(lambda: len(channel.infos) == 2)
+    await double.caller_hangup(uuid)
+    await double.wait_for(lambda: len(webhook.requests) == 3)
+
+    assert channel.infos == [{"menu": "billing"}, {"intent": "Billing", "final": True}]
+    assert double.commands(f"api uuid_answer {uuid}") or double.commands(
+        f"bgapi uuid_answer {uuid}"
+    )
+    start, gather, hangup = webhook.events
+    assert start["call"]["uuid"] == uuid
+    assert start["data"]["headers"]["X-Custom"] == ["a b"]
+    assert gather["data"] == {"digits": "1"}
+    assert hangup["data"] == {"outcome": "Success"}

@@ -85,6 +85,10 @@ RETRY_BACKOFF = 0.2  # seconds, times the attempt number: short, a caller is wai
 
 # Text that reaches an ESL command line: one line, no control characters.
 Line = Annotated[str, StringConstraints(min_length=1, max_length=4096, pattern=r"^[^\x00-\x1f]*$")]
+# A file, tone or prompt: FreeSWITCH splits application arguments on spaces.
+Word = Annotated[
+    str, StringConstraints(min_length=1, max_length=4096, pattern=r"^[^\s\x00-\x1f]+$")
+]
 # A FreeSWITCH hangup cause name (``NORMAL_CLEARING``, ``USER_BUSY`` ...): one safe word.
 HangupCause = Annotated[str, StringConstraints(pattern=r"^[A-Z_]{1,64}$")]
 
@@ -95,7 +99,7 @@ class _Action(BaseModel):
 
 class Play(_Action):
     action: Literal["play"]
-    source: Line
+    source: Word
 
 
 class Say(_Action):
@@ -107,7 +111,7 @@ class Gather(_Action):
     action: Literal["gather"]
     max_digits: int = Field(1, ge=1, le=64)
     timeout: float = Field(5.0, gt=0, le=300)
-    prompt: Line | None = None
+    prompt: Word | None = None
     terminators: str = Field("#", pattern=r"^[0-9*#]*$")
 
 
