@@ -14,3 +14,13 @@ lint: deps
 
 bench: deps
 	.venv/bin/python -m benchmarks
+
+# The stack of docker-compose.yml (docs/stack.md): `up` = images + stack + one emulated call.
+images: deps
+	scripts/stack images
+
+up: deps
+	scripts/stack up
+
+down:
+	scripts/stack down

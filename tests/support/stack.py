@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import docker
 from testcontainers.core.container import DockerContainer
 from testcontainers.core.image import DockerImage
 from testcontainers.core.network import Network
@@ -38,6 +39,7 @@ __all__ = [
     "StackImages",
     "StandInContainer",
     "build_images",
+    "network_subnet",
     "private_network",
 ]
 
@@ -78,6 +80,13 @@ def private_network() -> Network:
     network = Network(docker_network_kw={"labels": LABELS})
     network.name = f"ivagate-stack-{SESSION}-{uuid.uuid4().hex[:6]}"
     return network
+
+
+def network_subnet(network: Network) -> str:
+    """The CIDR Docker gave ``network``."""
+    attrs = docker.from_env().networks.get(network.name).attrs
+    subnet: str = attrs["IPAM"]["Config"][0]["Subnet"]
+    return subnet
 
 
 class StackContainer(DockerContainer):
@@ -224,12 +233,12 @@ class FreeSwitchContainer(StackContainer):
     Started first; the controller joins its network namespace.
     """
 
-    def __init__(self, image: str, network: Network, *, edge_ip: str, esl_password: str) -> None:
+    def __init__(self, image: str, network: Network, *, edge_cidr: str, esl_password: str) -> None:
         super().__init__(image, "freeswitch", network)
         self.with_volume_mapping(str(REPO / "freeswitch"), "/etc/ivagate/freeswitch", "ro")
         self.with_kwargs(entrypoint=["/etc/ivagate/freeswitch/entrypoint.sh"])
         self.with_env("IVAGATE_FS_ESL_PASSWORD", esl_password)
-        self.with_env("IVAGATE_FS_EDGE_CIDRS", f"{edge_ip}/32")
+        self.with_env("IVAGATE_FS_EDGE_CIDRS", edge_cidr)
         # Its readiness is the controller's: /readyz needs the event socket connected.
         self.waiting_for(ContainerStatusWaitStrategy().with_startup_timeout(STARTUP_TIMEOUT))
 
