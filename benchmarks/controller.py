@@ -1,0 +1,296 @@
+"""Controller benchmark: replayed calls through the ESL double into a real ``ivagate run``.
+
+The controller runs as its own process (``ivagate run``, default settings: INFO logs as JSON,
+here to a file), so its CPU and memory are its own; it connects over loopback TCP to the ESL
+double (``tests/support/esl_double.py``, recorded FreeSWITCH bytes) running in this process.
+Every call goes to ``BenchBot`` (``controller_bot.py``): answer, two updates, the final
+intent; the double plays RingCX's BYE ``HOLD`` seconds after the final INFO arrived.
+
+Phases and figures:
+
+1. rate: ``RATE`` calls/s offered for ``SECONDS``: completed calls/s, p50/p99 from the bot's
+   ``send_update()``/``finish()`` to the ``uuid_send_info`` command read by the double (both
+   stamped with ``time.perf_counter()``, CLOCK_MONOTONIC, shared by the two processes), and
+   the controller's CPU as a share of one core over the steady part of the run.
+2. concurrency: ``CONCURRENT`` calls held open at once (each waiting for its BYE after the
+   final intent): the controller's RSS.
+
+Every call must end as Success (``ivagate_calls_total`` from ``GET /metrics``). Targets:
+p99 < 10 ms and CPU < 15 % at 150 calls/s, RSS < 200 MB at 500 calls. Returns 1 on a miss.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import re
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import psutil
+from prometheus_client.parser import text_string_to_metric_families
+from tests.support.esl_double import Channel, EslDouble
+
+from benchmarks.controller_bot import BenchBot
+
+__all__ = ["main"]
+
+RATE = 150.0  # calls per second offered in the rate phase
+SECONDS = 10.0  # length of the rate phase
+WARMUP = 2.0  # seconds of the rate phase left out of the CPU figure
+HOLD = 1.0  # seconds between a call's final INFO and RingCX's BYE
+CONCURRENT = 500
+TARGET_P99 = 0.010
+TARGET_CPU = 0.15
+TARGET_RSS = 200 * 2**20
+TOKEN = "bench"
+ROOT = Path(__file__).resolve().parents[1]
+_STAMP = re.compile(r'"t": ([0-9.e+-]+)')
+
+
+@dataclass
+class Controller:
+    """The ``ivagate run`` process under test and a client of its API."""
+
+    process: subprocess.Popen[bytes]
+    api: str
+
+    @property
+    def stats(self) -> psutil.Process:
+        return psutil.Process(self.process.pid)
+
+    async def metric(self, name: str, **labels: str) -> float:
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get(f"{self.api}/metrics") as response,
+        ):
+            text = await response.text()
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                if sample.name == name and all(
+                    sample.labels.get(k) == v for k, v in labels.items()
+                ):
+                    return float(sample.value)
+        return 0.0
+
+
+class Caller:
+    """RingCX's side: parks calls on the double and sends each BYE ``HOLD`` after its final."""
+
+    def __init__(self, double: EslDouble, hold: float) -> None:
+        self.double = double
+        self.hold = hold
+        self.open: dict[str, Channel] = {}
+        self.finals: dict[str, float] = {}  # uuid -> when its final INFO was seen
+        self.ended = 0
+
+    async def offer(self, calls: int, rate: float) -> None:
+        start = time.perf_counter()
+        for i in range(calls):
+            delay = start + i / rate - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            uuid = await self.double.park()
+            self.open[uuid] = self.double.channels[uuid]
+
+    async def hang_up(self, until: asyncio.Event) -> None:
+        """Send the BYEs: scan the open calls every 10 ms (a cheap loop beside the double)."""
+        while not until.is_set() or self.open:
+            now = time.perf_counter()
+            for uuid, channel in list(self.open.items()):
+                if uuid not in self.finals and channel.infos and channel.infos[-1].get("final"):
+                    self.finals[uuid] = now
+                if uuid in self.finals and now - self.finals[uuid] >= self.hold:
+                    await self.double.caller_hangup(uuid)
+                    del self.open[uuid]
+                    self.ended += 1
+            await asyncio.sleep(0.01)
+
+    def final_count(self) -> int:
+        return sum(1 for c in self.open.values() if c.infos and c.infos[-1].get("final"))
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextlib.contextmanager
+def controller_process(double: EslDouble, log: Path) -> Iterator[Controller]:
+    port = free_port()
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+        "IVAGATE_ESL__HOST": "127.0.0.1",
+        "IVAGATE_ESL__PORT": str(double.port),
+        "IVAGATE_ESL__PASSWORD": double.password,
+        "IVAGATE_API__PORT": str(port),
+        "IVAGATE_API__TOKEN": TOKEN,
+        "IVAGATE_ROUTING__DEFAULT_BOT": BenchBot.name,
+        "IVAGATE_CALL__BOTS": json.dumps({BenchBot.name: f"{BenchBot.__module__}:BenchBot"}),
+        "IVAGATE_CALL__FINAL_BYE_TIMEOUT": "120",
+    }
+    env.pop("IVAGATE_CONFIG_FILE", None)
+    command = [str(Path(sys.executable).with_name("ivagate")), "run"]
+    with log.open("wb") as out:
+        process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=out, stderr=out)
+    try:
+        yield Controller(process, f"http://127.0.0.1:{port}")
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def info_latencies(double: EslDouble, since: float) -> list[float]:
+    """Seconds from each INFO's ``t`` stamp to the double reading its command."""
+    return [
+        received - float(match.group(1))
+        for received, command in double.received
+        if received >= since
+        and command.startswith(("api uuid_send_info", "bgapi uuid_send_info"))
+        and (match := _STAMP.search(command))
+    ]
+
+
+def busy(before: Any, after: Any) -> float:
+    """CPU seconds (user + system) between two ``cpu_times()``."""
+    return float((after.user + after.system) - (before.user + before.system))
+
+
+def percentile(values: list[float], q: int) -> float:
+    return statistics.quantiles(values, n=100, method="inclusive")[q - 1]
+
+
+async def wait_until(condition: Callable[[], bool], seconds: float, what: str) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.05)
+
+
+async def rate_phase(double: EslDouble, controller: Controller) -> dict[str, float]:
+    caller = Caller(double, HOLD)
+    done = asyncio.Event()
+    hanging = asyncio.create_task(caller.hang_up(done))
+    calls = round(RATE * SECONDS)
+    stats, own = controller.stats, psutil.Process()
+    started = time.perf_counter()
+    offering = asyncio.create_task(caller.offer(calls, RATE))
+    await asyncio.sleep(WARMUP)
+    cpu_from, own_from, cpu_at = stats.cpu_times(), own.cpu_times(), time.perf_counter()
+    await offering
+    cpu_to, own_to, cpu_until = stats.cpu_times(), own.cpu_times(), time.perf_counter()
+    done.set()
+    await asyncio.wait_for(hanging, timeout=60)
+    finished = time.perf_counter()
+    latencies = info_latencies(double, started)
+    window = cpu_until - cpu_at
+    return {
+        "calls": calls,
+        "calls_per_s": calls / (finished - started - HOLD),
+        "p50": percentile(latencies, 50),
+        "p99": percentile(latencies, 99),
+        "infos": len(latencies),
+        "cpu": busy(cpu_from, cpu_to) / window,
+        "double_cpu": busy(own_from, own_to) / window,
+    }
+
+
+async def concurrency_phase(double: EslDouble, controller: Controller) -> dict[str, float]:
+    caller = Caller(double, hold=3600.0)  # nobody hangs up until the figure is taken
+    await caller.offer(CONCURRENT, RATE)
+    await wait_until(lambda: caller.final_count() == CONCURRENT, 60, "every final intent")
+    active = await controller.metric("ivagate_active_calls")
+    rss = controller.stats.memory_info().rss
+    caller.hold = 0.0
+    done = asyncio.Event()
+    done.set()
+    await asyncio.wait_for(caller.hang_up(done), timeout=60)
+    return {"active": active, "rss": rss}
+
+
+async def run() -> int:
+    double = EslDouble(password="bench-secret")
+    await double.start()
+    with tempfile.TemporaryDirectory(prefix="ivagate-bench-") as tmp:
+        log = Path(tmp) / "controller.log"
+        try:
+            with controller_process(double, log) as controller:
+                await wait_until(
+                    lambda: double.global_vars.get("ivagate_ready") == "true", 30, "ivagate_ready"
+                )
+                rate = await rate_phase(double, controller)
+                concurrency = await concurrency_phase(double, controller)
+                total = rate["calls"] + CONCURRENT
+                await wait_until(
+                    lambda: all(c.state == "gone" for c in double.channels.values()),
+                    30,
+                    "every call to end",
+                )
+                await asyncio.sleep(0.5)  # the controller retires the last calls
+                success = await controller.metric("ivagate_calls_total", outcome="Success")
+            # the double's reader sees the controller's connection close before it stops
+            await wait_until(lambda: not double.connected, 10, "the controller to disconnect")
+        except Exception:
+            print(f"controller log (tail):\n{log.read_text()[-3000:]}")
+            raise
+        finally:
+            await double.stop()
+    return report(rate, concurrency, total, success)
+
+
+def report(rate: dict[str, float], conc: dict[str, float], total: float, success: float) -> int:
+    checks = [
+        (f"p99 < {TARGET_P99 * 1000:.0f} ms at {RATE:.0f} calls/s", rate["p99"] < TARGET_P99),
+        (f"CPU < {TARGET_CPU:.0%} of a core at {RATE:.0f} calls/s", rate["cpu"] < TARGET_CPU),
+        (f"RSS < {TARGET_RSS >> 20} MB at {CONCURRENT} calls", conc["rss"] < TARGET_RSS),
+        ("every call Success", success == total),
+        (f"{CONCURRENT} calls active at once", conc["active"] == CONCURRENT),
+    ]
+    print(
+        f"rate phase: {rate['calls']:.0f} calls offered at {RATE:.0f}/s, "
+        f"completed {rate['calls_per_s']:.1f} calls/s"
+    )
+    print(
+        f"  send_update()/finish() -> uuid_send_info on the wire ({rate['infos']:.0f} INFOs): "
+        f"p50 {rate['p50'] * 1000:.2f} ms, p99 {rate['p99'] * 1000:.2f} ms"
+    )
+    print(
+        f"  controller CPU: {rate['cpu']:.1%} of one core "
+        f"(the ESL double and this driver: {rate['double_cpu']:.1%}; load average "
+        f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores)"
+    )
+    print(
+        f"concurrency phase: {conc['active']:.0f} active calls, "
+        f"controller RSS {conc['rss'] / 2**20:.1f} MB"
+    )
+    print(f"outcomes: {success:.0f} Success of {total:.0f} calls")
+    for name, passed in checks:
+        print(f"  [{'PASS' if passed else 'MISS'}] {name}")
+    return 0 if all(passed for _, passed in checks) else 1
+
+
+def main() -> int:
+    return asyncio.run(run())
+
+
+if __name__ == "__main__":
+    sys.exit(main())
