@@ -1,11 +1,13 @@
 #!/bin/bash
 # Start the ivagate edge (Kamailio) in a container from IVAGATE_EDGE_* environment variables.
-# `ivagate-edge` runs Kamailio in the foreground; `ivagate-edge health` checks it answers;
-# `ivagate-edge rpc METHOD [PARAMS_JSON]` calls its JSON-RPC on the loopback control listener
-# (e.g. `rpc permissions.addressReload`, `rpc dispatcher.list`).
+#   ivagate-edge [run]     Kamailio in the foreground (the container's main process)
+#   ivagate-edge reload    re-read allowlist.address and the media nodes without a restart
+#                          (after editing kamailio/allowlist.address or dispatcher.list)
+#   ivagate-edge health    exit 0 while Kamailio answers its control listener
+#   ivagate-edge rpc METHOD [PARAMS_JSON]   Kamailio's JSON-RPC, e.g. `rpc dispatcher.list`
 #
-#   IVAGATE_EDGE_LISTEN       address to listen on (the container's first address): not 0.0.0.0,
-#                             which Kamailio would write into Record-Route
+#   IVAGATE_EDGE_LISTEN       address to listen on (default: the container's first address;
+#                             not 0.0.0.0, which Kamailio would write into Record-Route)
 #   IVAGATE_EDGE_SIP_PORT     SIP over UDP and TCP (5060)
 #   IVAGATE_EDGE_TLS_PORT     SIP over TLS (5061)
 #   IVAGATE_EDGE_TLS          "false" turns the TLS listener off (on by default). Certificates
@@ -24,7 +26,7 @@ set -euo pipefail
 
 conf=${IVAGATE_EDGE_CONF_DIR:-/etc/ivagate/kamailio}
 tls_dir=/etc/ivagate/edge # fixed: the shipped tls.cfg names it
-state=/run/ivagate-edge
+state=/run/ivagate-edge   # the files Kamailio reads: the tree's, plus this site's entries
 http_port=8060
 
 fail() {
@@ -32,64 +34,50 @@ fail() {
 	exit 64
 }
 
+# Splits "a, b c" into one word per line.
+words() { tr ', ' '\n\n' <<<"${1:-}" | sed '/^$/d'; }
+
 # JSON-RPC over the HTTP listener kamailio.cfg keeps on 127.0.0.1 (no curl in the image).
 rpc() {
 	local body="{\"jsonrpc\":\"2.0\",\"method\":\"$1\",\"params\":${2:-[]},\"id\":1}"
-	exec 3<>/dev/tcp/127.0.0.1/$http_port
+	exec 3<>"/dev/tcp/127.0.0.1/$http_port"
 	printf 'POST /RPC HTTP/1.0\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s' \
 		"${#body}" "$body" >&3
 	sed '1,/^\r$/d' <&3
 	exec 3<&-
 }
 
-case "${1:-run}" in
-health)
-	rpc core.uptime | grep -q '"uptime"'
-	exit
-	;;
-rpc)
-	shift
-	rpc "$@"
-	echo
-	exit
-	;;
-run) ;;
-*) fail "unknown command '$1' (run, health, rpc)" ;;
-esac
+# The allowlist: the tree's file (RingCX's supernets) plus IVAGATE_EDGE_ALLOW, in group 1.
+write_allowlist() {
+	local source
+	{
+		cat "$conf/allowlist.address"
+		for source in $(words "${IVAGATE_EDGE_ALLOW:-}"); do
+			[[ $source == */* ]] || source="$source/32"
+			echo "1 ${source%/*} ${source#*/} 0 site"
+		done
+	} >"$state/allowlist.address.new"
+	mv "$state/allowlist.address.new" "$state/allowlist.address"
+}
 
-# Splits "a, b c" into one word per line.
-words() { tr ', ' '\n\n' <<<"${1:-}" | sed '/^$/d'; }
+# The media nodes: the tree's dispatcher.list, or set 1 made from IVAGATE_EDGE_MEDIA_NODES.
+write_dispatcher() {
+	local uri n=0
+	if [ -z "${IVAGATE_EDGE_MEDIA_NODES:-}" ]; then
+		cp "$conf/dispatcher.list" "$state/dispatcher.list.new"
+	else
+		for uri in $(words "$IVAGATE_EDGE_MEDIA_NODES"); do
+			n=$((n + 1))
+			echo "1 $uri 0 0 duid=media$n"
+		done >"$state/dispatcher.list.new"
+	fi
+	mv "$state/dispatcher.list.new" "$state/dispatcher.list"
+}
 
-mkdir -p "$state"
-listen=${IVAGATE_EDGE_LISTEN:-$(hostname -i | cut -d' ' -f1)}
-defines=(-A "LISTEN_ADDR=$listen" -A "SIP_PORT=${IVAGATE_EDGE_SIP_PORT:-5060}" -A "TLS_PORT=${IVAGATE_EDGE_TLS_PORT:-5061}"
-	-A "HTTP_PORT=$http_port"
-	-A "ALLOWLIST_FILE=\"$state/allowlist.address\"" -A "DISPATCHER_LIST=\"$state/dispatcher.list\"")
-
-# Allowlist: the shipped file (RingCX's supernets) plus this site's extra sources, group 1.
-{
-	cat "$conf/allowlist.address"
-	for source in $(words "${IVAGATE_EDGE_ALLOW:-}"); do
-		[[ $source == */* ]] || source="$source/32"
-		echo "1 ${source%/*} ${source#*/} 0 site"
-	done
-} >"$state/allowlist.address"
-
-# Media nodes: the shipped file, or set 1 rebuilt from IVAGATE_EDGE_MEDIA_NODES.
-if [ -n "${IVAGATE_EDGE_MEDIA_NODES:-}" ]; then
-	n=0
-	for uri in $(words "$IVAGATE_EDGE_MEDIA_NODES"); do
-		n=$((n + 1))
-		echo "1 $uri 0 0 duid=media$n"
-	done >"$state/dispatcher.list"
-else
-	cp "$conf/dispatcher.list" "$state/dispatcher.list"
-fi
-
-if [ "${IVAGATE_EDGE_TLS:-true}" != false ]; then
-	crt=$tls_dir/tls.crt key=$tls_dir/tls.key
+# A self-signed certificate when the operator gave none, so TLS works on first run.
+ensure_certificate() {
+	local crt=$tls_dir/tls.crt key=$tls_dir/tls.key name=${IVAGATE_EDGE_TLS_NAME:-$(hostname)}
 	if [ ! -e "$crt" ] && [ ! -e "$key" ]; then
-		name=${IVAGATE_EDGE_TLS_NAME:-$(hostname)}
 		echo "ivagate-edge: no certificate in $tls_dir; making a self-signed one for $name" >&2
 		mkdir -p "$tls_dir"
 		openssl req -x509 -newkey rsa:2048 -nodes -days 825 -subj "/CN=$name" \
@@ -98,18 +86,50 @@ if [ "${IVAGATE_EDGE_TLS:-true}" != false ]; then
 		chgrp kamailio "$key" && chmod 640 "$key"
 	fi
 	[ -r "$crt" ] && [ -r "$key" ] || fail "TLS needs both $crt and $key"
-	defines+=(-A WITH_TLS)
-	if [ "${IVAGATE_EDGE_TLS_CLIENT_VERIFY:-false}" = true ]; then
-		[ -r "$tls_dir/ca.crt" ] || fail "IVAGATE_EDGE_TLS_CLIENT_VERIFY needs $tls_dir/ca.crt"
-		defines+=(-A WITH_TLS_CLIENT_VERIFY)
-	fi
-fi
-[ -z "${IVAGATE_EDGE_ADVERTISE:-}" ] || defines+=(-A "ADVERTISE_ADDR=$IVAGATE_EDGE_ADVERTISE")
-for define in $(words "${IVAGATE_EDGE_DEFINES:-}"); do
-	defines+=(-A "$define")
-done
+}
 
-# Relative names in kamailio.cfg (tls.cfg, kamailio-local.cfg) are found from here.
-cd "$conf"
-# -DD: foreground as the container's main process; -E: log to stderr (docker logs).
-exec kamailio -DD -E -u kamailio -g kamailio -f "$conf/kamailio.cfg" "${defines[@]}"
+run() {
+	local listen define
+	listen=${IVAGATE_EDGE_LISTEN:-$(hostname -i | cut -d' ' -f1)}
+	local defines=(-A "LISTEN_ADDR=$listen" -A "SIP_PORT=${IVAGATE_EDGE_SIP_PORT:-5060}"
+		-A "TLS_PORT=${IVAGATE_EDGE_TLS_PORT:-5061}" -A "HTTP_PORT=$http_port"
+		-A "ALLOWLIST_FILE=\"$state/allowlist.address\""
+		-A "DISPATCHER_LIST=\"$state/dispatcher.list\"")
+	mkdir -p "$state"
+	write_allowlist
+	write_dispatcher
+	if [ "${IVAGATE_EDGE_TLS:-true}" != false ]; then
+		ensure_certificate
+		defines+=(-A WITH_TLS)
+		if [ "${IVAGATE_EDGE_TLS_CLIENT_VERIFY:-false}" = true ]; then
+			[ -r "$tls_dir/ca.crt" ] || fail "IVAGATE_EDGE_TLS_CLIENT_VERIFY needs $tls_dir/ca.crt"
+			defines+=(-A WITH_TLS_CLIENT_VERIFY)
+		fi
+	fi
+	[ -z "${IVAGATE_EDGE_ADVERTISE:-}" ] || defines+=(-A "ADVERTISE_ADDR=$IVAGATE_EDGE_ADVERTISE")
+	for define in $(words "${IVAGATE_EDGE_DEFINES:-}"); do
+		defines+=(-A "$define")
+	done
+	# Relative names in kamailio.cfg (tls.cfg, kamailio-local.cfg) are found from here.
+	cd "$conf"
+	# -DD: foreground as the container's main process; -E: log to stderr (docker logs).
+	exec kamailio -DD -E -u kamailio -g kamailio -f "$conf/kamailio.cfg" "${defines[@]}"
+}
+
+case "${1:-run}" in
+run) run ;;
+reload)
+	write_allowlist
+	write_dispatcher
+	rpc permissions.addressReload
+	rpc dispatcher.reload
+	echo
+	;;
+health) rpc core.uptime | grep -q '"uptime"' ;;
+rpc)
+	shift
+	rpc "$@"
+	echo
+	;;
+*) fail "unknown command '$1' (run, reload, health, rpc)" ;;
+esac
