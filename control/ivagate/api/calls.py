@@ -77,6 +77,8 @@ async def finish(request: web.Request) -> web.Response:
         await call.finish(payload)
     except CallEnded as exc:
         raise _ended(call) from exc
+    except PayloadError as exc:  # the payload was checked: the bot sent its final meanwhile
+        raise ApiError(HTTPStatus.CONFLICT, f"call {call.uuid}: {exc}") from None
     return _record(call)
 
 
