@@ -31,6 +31,7 @@ import logging
 import socket
 import threading
 import uuid
+from collections import deque
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -45,8 +46,8 @@ from .events import (
     BackgroundJob,
     ChannelExecuteComplete,
     EslEvent,
+    header_value,
     parse_event,
-    parse_plain_headers,
 )
 from .settings import EslSettings
 
@@ -91,7 +92,12 @@ class EslListener(Protocol):
 class _Connection(InboundESL):  # type: ignore[misc]  # greenswitch is untyped
     """greenswitch's InboundESL with its gaps fixed (see the module docstring)."""
 
-    def __init__(self, settings: EslSettings, on_event: Callable[[EslEvent], None]) -> None:
+    def __init__(
+        self,
+        settings: EslSettings,
+        on_event: Callable[[EslEvent], None],
+        awaited: Callable[[str], bool],
+    ) -> None:
         super().__init__(
             settings.host,
             settings.port,
@@ -100,6 +106,7 @@ class _Connection(InboundESL):  # type: ignore[misc]  # greenswitch is untyped
         )
         self._send_lock = gevent.lock.Semaphore()
         self._on_event = on_event
+        self._awaited = awaited
 
     def start_event_handlers(self) -> None:
         super().start_event_handlers()
@@ -125,7 +132,12 @@ class _Connection(InboundESL):  # type: ignore[misc]  # greenswitch is untyped
             if event.headers.get("Content-Type") == "text/event-plain":
                 text = self._read_socket(self.sock_file, int(event.headers["Content-Length"]))
                 head, _, body = text.partition("\n\n")
-                self._on_event(parse_event(parse_plain_headers(head), body))
+                # Every dialplan application of every call completes with an event; only
+                # those we started (our Event-UUID) are worth handing over.
+                if header_value(head, "Event-Name") != "CHANNEL_EXECUTE_COMPLETE" or (
+                    self._awaited(header_value(head, "Application-UUID"))
+                ):
+                    self._on_event(parse_event(head, body))
             else:
                 super().handle_event(event)
         except Exception:
@@ -172,6 +184,10 @@ class EslClient:
         self._connected = False
         self._jobs: dict[str, asyncio.Future[str]] = {}
         self._apps: dict[str, asyncio.Future[ChannelExecuteComplete]] = {}
+        # Hand-offs between the threads queue up here and wake the other side once per
+        # batch, not once per item: under load most items ride on a wake-up already sent.
+        self._to_asyncio: deque[tuple[Callable[..., None], tuple[Any, ...]]] = deque()
+        self._to_hub: deque[tuple[str, asyncio.Future[Any]]] = deque()
 
     @property
     def connected(self) -> bool:
@@ -249,8 +265,16 @@ class EslClient:
         if not self._connected or self._loop is None:
             raise EslDisconnected("no Event Socket connection")
         future = self._loop.create_future()
-        self._hub_loop.run_callback_threadsafe(gevent.spawn, self._send_in_hub, data, future)
+        idle = not self._to_hub
+        self._to_hub.append((data, future))
+        if idle:
+            self._hub_loop.run_callback_threadsafe(self._send_queued)
         return future
+
+    def _run_queued(self) -> None:
+        while self._to_asyncio:
+            callback, args = self._to_asyncio.popleft()
+            callback(*args)
 
     def _dispatch(self, event: EslEvent) -> None:
         table: dict[str, asyncio.Future[Any]] | None = None
@@ -283,7 +307,10 @@ class EslClient:
 
     def _to_loop(self, callback: Callable[..., None], *args: Any) -> None:
         assert self._loop is not None
-        self._loop.call_soon_threadsafe(callback, *args)
+        idle = not self._to_asyncio
+        self._to_asyncio.append((callback, args))
+        if idle:
+            self._loop.call_soon_threadsafe(self._run_queued)
 
     # -- hub thread --------------------------------------------------------------------
 
@@ -316,7 +343,11 @@ class EslClient:
 
     def _connect(self) -> _Connection | None:
         where = f"{self.settings.host}:{self.settings.port}"
-        conn = _Connection(self.settings, lambda event: self._to_loop(self._dispatch, event))
+        conn = _Connection(
+            self.settings,
+            lambda event: self._to_loop(self._dispatch, event),
+            self._apps.__contains__,  # read across threads: a dict lookup is atomic
+        )
         try:
             with gevent.Timeout(self.settings.reply_timeout, EslTimeout("no auth/request")):
                 conn.connect()
@@ -330,6 +361,10 @@ class EslClient:
             return None
         log.info("connected to FreeSWITCH's Event Socket at %s", where)
         return conn
+
+    def _send_queued(self) -> None:
+        while self._to_hub:
+            gevent.spawn(self._send_in_hub, *self._to_hub.popleft())
 
     def _send_in_hub(self, data: str, future: asyncio.Future[Any]) -> None:
         conn = self._conn

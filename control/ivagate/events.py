@@ -1,14 +1,17 @@
 """Typed Event Socket events: what ``ivagate.esl`` hands to the controller.
 
 FreeSWITCH sends ``text/event-plain`` frames whose body is ``Name: value`` lines with
-URL-encoded values (see the recordings in ``shared/fixtures``). ``parse_event`` keeps the
-header values exactly as received in ``headers`` and decodes only the fields the controller
-reads, so the INVITE header variables can still be shown to bots raw.
+URL-encoded values (see the recordings in ``shared/fixtures``). An event keeps that header
+block as received (``text``); ``parse_event`` picks out only the few fields the controller
+acts on, and the full ``headers`` mapping is built the first time someone asks for it. A
+CHANNEL_HANGUP_COMPLETE carries some 250 headers, so parsing them all for every event was
+most of the controller's CPU.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import re
+from functools import cached_property, lru_cache
 from urllib.parse import unquote
 
 from pydantic import BaseModel, ConfigDict
@@ -22,6 +25,7 @@ __all__ = [
     "ChannelPark",
     "Dtmf",
     "EslEvent",
+    "header_value",
     "parse_event",
     "parse_plain_headers",
 ]
@@ -38,14 +42,19 @@ SUBSCRIBED_EVENTS = (
 
 
 class EslEvent(BaseModel):
-    """Any event: its name, channel UUID (if any) and headers as FreeSWITCH sent them."""
+    """Any event: its name, channel UUID (if any) and header block as FreeSWITCH sent it."""
 
     model_config = ConfigDict(frozen=True)
 
     name: str
     uuid: str | None = None
-    headers: Mapping[str, str]
+    text: str
     body: str = ""
+
+    @cached_property
+    def headers(self) -> dict[str, str]:
+        """Every header, values left URL-encoded as sent."""
+        return parse_plain_headers(self.text)
 
     def get(self, name: str, default: str = "") -> str:
         """Header ``name`` URL-decoded, or ``default``."""
@@ -102,42 +111,57 @@ def parse_plain_headers(text: str) -> dict[str, str]:
     return headers
 
 
-def parse_event(headers: Mapping[str, str], body: str = "") -> EslEvent:
-    """Build the typed event for one ``text/event-plain`` frame's headers and body."""
-    name = headers.get("Event-Name", "")
-    uuid = headers.get("Unique-ID")
+@lru_cache(maxsize=64)
+def _line(name: str) -> re.Pattern[str]:
+    return re.compile(rf"^{re.escape(name)}: (.*)$", re.M)
 
-    def field(header: str) -> str:
-        return unquote(headers.get(header, ""))
 
+def header_value(text: str, name: str) -> str:
+    """One header of a header block, URL-decoded (``""`` if absent), without parsing the rest."""
+    found = _line(name).search(text)
+    return unquote(found.group(1)) if found else ""
+
+
+def parse_event(text: str, body: str = "") -> EslEvent:
+    """The typed event for one ``text/event-plain`` frame: its header block and body."""
+
+    def field(name: str) -> str:
+        return header_value(text, name)
+
+    # model_construct: every value is a str this function extracted; validation would only
+    # repeat that at a cost paid for each of the thousands of events a busy node sends.
+    name = field("Event-Name")
+    uuid = field("Unique-ID") or None
     match name:
         case "CHANNEL_PARK":
-            return ChannelPark(name=name, uuid=uuid, headers=headers, body=body)
+            return ChannelPark.model_construct(name=name, uuid=uuid, text=text, body=body)
         case "CHANNEL_ANSWER":
-            return ChannelAnswer(name=name, uuid=uuid, headers=headers, body=body)
+            return ChannelAnswer.model_construct(name=name, uuid=uuid, text=text, body=body)
         case "CHANNEL_EXECUTE_COMPLETE":
-            return ChannelExecuteComplete(
+            return ChannelExecuteComplete.model_construct(
                 name=name,
                 uuid=uuid,
-                headers=headers,
+                text=text,
                 body=body,
                 application=field("Application"),
                 application_uuid=field("Application-UUID"),
                 application_response=field("Application-Response"),
             )
         case "CHANNEL_HANGUP_COMPLETE":
-            return ChannelHangupComplete(
+            return ChannelHangupComplete.model_construct(
                 name=name,
                 uuid=uuid,
-                headers=headers,
+                text=text,
                 body=body,
                 hangup_cause=field("Hangup-Cause"),
                 disposition=field("variable_sip_hangup_disposition"),
             )
         case "BACKGROUND_JOB":
-            return BackgroundJob(
-                name=name, uuid=uuid, headers=headers, body=body, job_uuid=field("Job-UUID")
+            return BackgroundJob.model_construct(
+                name=name, uuid=uuid, text=text, body=body, job_uuid=field("Job-UUID")
             )
         case "DTMF":
-            return Dtmf(name=name, uuid=uuid, headers=headers, body=body, digit=field("DTMF-Digit"))
-    return EslEvent(name=name, uuid=uuid, headers=headers, body=body)
+            return Dtmf.model_construct(
+                name=name, uuid=uuid, text=text, body=body, digit=field("DTMF-Digit")
+            )
+    return EslEvent.model_construct(name=name, uuid=uuid, text=text, body=body)
