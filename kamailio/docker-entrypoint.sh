@@ -4,6 +4,7 @@
 #   ivagate-edge reload    re-read allowlist.address and the media nodes without a restart
 #                          (after editing kamailio/allowlist.address or dispatcher.list)
 #   ivagate-edge health    exit 0 while Kamailio answers its control listener
+#   ivagate-edge metrics   the edge's Prometheus metrics (the control listener is loopback-only)
 #   ivagate-edge rpc METHOD [PARAMS_JSON]   Kamailio's JSON-RPC, e.g. `rpc dispatcher.list`
 #
 #   IVAGATE_EDGE_LISTEN       address to listen on (default: the container's first address;
@@ -37,15 +38,18 @@ fail() {
 # Splits "a, b c" into one word per line.
 words() { tr ', ' '\n\n' <<<"${1:-}" | sed '/^$/d'; }
 
-# JSON-RPC over the HTTP listener kamailio.cfg keeps on 127.0.0.1 (no curl in the image).
-rpc() {
-	local body="{\"jsonrpc\":\"2.0\",\"method\":\"$1\",\"params\":${2:-[]},\"id\":1}"
+# HTTP to the control listener kamailio.cfg keeps on 127.0.0.1 (no curl in the image):
+# request METHOD PATH [BODY] prints the response body.
+request() {
+	local body=${3:-}
 	exec 3<>"/dev/tcp/127.0.0.1/$http_port"
-	printf 'POST /RPC HTTP/1.0\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s' \
-		"${#body}" "$body" >&3
+	printf '%s %s HTTP/1.0\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s' \
+		"$1" "$2" "${#body}" "$body" >&3
 	sed '1,/^\r$/d' <&3
 	exec 3<&-
 }
+
+rpc() { request POST /RPC "{\"jsonrpc\":\"2.0\",\"method\":\"$1\",\"params\":${2:-[]},\"id\":1}"; }
 
 # The allowlist: the tree's file (RingCX's supernets) plus IVAGATE_EDGE_ALLOW, in group 1.
 write_allowlist() {
@@ -126,10 +130,11 @@ reload)
 	echo
 	;;
 health) rpc core.uptime | grep -q '"uptime"' ;;
+metrics) request GET /metrics ;;
 rpc)
 	shift
 	rpc "$@"
 	echo
 	;;
-*) fail "unknown command '$1' (run, reload, health, rpc)" ;;
+*) fail "unknown command '$1' (run, reload, health, metrics, rpc)" ;;
 esac
