@@ -94,7 +94,6 @@ class Caller:
         self.hold = hold
         self.open: dict[str, Channel] = {}
         self.finals: dict[str, float] = {}  # uuid -> when its final INFO was seen
-        self.ended = 0
 
     async def offer(self, calls: int, rate: float) -> None:
         start = time.perf_counter()
@@ -105,9 +104,9 @@ class Caller:
             uuid = await self.double.park()
             self.open[uuid] = self.double.channels[uuid]
 
-    async def hang_up(self, until: asyncio.Event) -> None:
-        """Send the BYEs: scan the open calls every 10 ms (a cheap loop beside the double)."""
-        while not until.is_set() or self.open:
+    async def hang_up(self) -> None:
+        """Send the BYEs, until cancelled: scan the open calls every 10 ms."""
+        while True:
             now = time.perf_counter()
             for uuid, channel in list(self.open.items()):
                 if uuid not in self.finals and channel.infos and channel.infos[-1].get("final"):
@@ -115,8 +114,12 @@ class Caller:
                 if uuid in self.finals and now - self.finals[uuid] >= self.hold:
                     await self.double.caller_hangup(uuid)
                     del self.open[uuid]
-                    self.ended += 1
             await asyncio.sleep(0.01)
+
+    async def all_ended(self) -> None:
+        await wait_until(
+            lambda: not self.open, 60, f"the final intent of {len(self.open)} open calls"
+        )
 
     def final_count(self) -> int:
         return sum(1 for c in self.open.values() if c.infos and c.infos[-1].get("final"))
@@ -188,8 +191,7 @@ async def wait_until(condition: Callable[[], bool], seconds: float, what: str) -
 
 async def rate_phase(double: EslDouble, controller: Controller) -> dict[str, float]:
     caller = Caller(double, HOLD)
-    done = asyncio.Event()
-    hanging = asyncio.create_task(caller.hang_up(done))
+    hanging = asyncio.create_task(caller.hang_up())
     calls = round(RATE * SECONDS)
     stats, own = controller.stats, psutil.Process()
     started = time.perf_counter()
@@ -198,8 +200,10 @@ async def rate_phase(double: EslDouble, controller: Controller) -> dict[str, flo
     cpu_from, own_from, cpu_at = stats.cpu_times(), own.cpu_times(), time.perf_counter()
     await offering
     cpu_to, own_to, cpu_until = stats.cpu_times(), own.cpu_times(), time.perf_counter()
-    done.set()
-    await asyncio.wait_for(hanging, timeout=60)
+    try:
+        await caller.all_ended()
+    finally:
+        hanging.cancel()
     finished = time.perf_counter()
     latencies = info_latencies(double, started)
     window = cpu_until - cpu_at
@@ -215,15 +219,16 @@ async def rate_phase(double: EslDouble, controller: Controller) -> dict[str, flo
 
 
 async def concurrency_phase(double: EslDouble, controller: Controller) -> dict[str, float]:
-    caller = Caller(double, hold=3600.0)  # nobody hangs up until the figure is taken
+    caller = Caller(double, hold=0.0)  # its BYEs start once the figure is taken
     await caller.offer(CONCURRENT, RATE)
     await wait_until(lambda: caller.final_count() == CONCURRENT, 60, "every final intent")
     active = await controller.metric("ivagate_active_calls")
     rss = controller.stats.memory_info().rss
-    caller.hold = 0.0
-    done = asyncio.Event()
-    done.set()
-    await asyncio.wait_for(caller.hang_up(done), timeout=60)
+    hanging = asyncio.create_task(caller.hang_up())
+    try:
+        await caller.all_ended()
+    finally:
+        hanging.cancel()
     return {"active": active, "rss": rss}
 
 
