@@ -213,11 +213,16 @@ def unreachable_url() -> str:
     return f"http://127.0.0.1:{port}/hook"
 
 
-async def test_unreachable_webhook_gets_the_fallback(unreachable_url: str) -> None:
-    """Nothing listening at the URL: the call is finished with the fallback payload."""
+async def test_unreachable_webhook_gets_the_fallback(
+    unreachable_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Nothing listening at the URL: the call is finished with the fallback payload, logged."""
     call = RecordingCall()
     await run(make_bot(unreachable_url), call)
     assert call.actions == [("answer",), FALLBACK]
+    (error,) = [r for r in caplog.records if r.levelname == "ERROR"]
+    assert "fallback" in error.getMessage()
+    assert (error.uuid, error.call_id) == (call.uuid, call.sip_call_id)
 
 
 async def test_server_error_is_retried_then_falls_back(webhook: Webhook) -> None:

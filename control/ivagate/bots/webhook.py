@@ -305,8 +305,8 @@ def _refused(call: Call, action: Update | Finish, exc: PayloadError) -> _Event:
 
 
 def _ids(call: Call) -> dict[str, str]:
-    """Log record fields naming the call."""
-    return {"call_uuid": call.uuid, "sip_call_id": call.sip_call_id}
+    """Log record fields naming the call, as ``ivagate.log.CallLogger`` names them."""
+    return {"uuid": call.uuid, "call_id": call.sip_call_id}
 
 
 def _summary(call: Call) -> dict[str, Any]:
