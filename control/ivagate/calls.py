@@ -220,17 +220,17 @@ class CallSession:
             self.record.error = reason
 
     async def end(self, cause: str = "NORMAL_CLEARING") -> None:
-        """Hang up (BYE) unless the call is over, and wait for FreeSWITCH to confirm it."""
+        """Hang up (BYE) unless the call is over; returns once the call has ended."""
         if self.ended:
             return
         reply = await self.esl.api(f"uuid_kill {self.uuid} {cause}")
         if not reply.startswith("+OK"):
-            self.log.info("uuid_kill: %s", reply.strip())  # the channel was already gone
-            return
+            self.log.info("uuid_kill: %s", reply.strip())  # gone already: its event is due
         try:
             await asyncio.wait_for(asyncio.shield(self._ended), self.esl.settings.reply_timeout)
         except TimeoutError:
-            self.log.warning("no CHANNEL_HANGUP_COMPLETE after uuid_kill")
+            self.log.warning("no CHANNEL_HANGUP_COMPLETE after uuid_kill; taking the call as over")
+            self.mark_ended("NO_HANGUP_EVENT", caller_hung_up=False)
 
     def mark_ended(self, hangup_cause: str, caller_hung_up: bool) -> None:
         """The channel is gone: settle the outcome and wake everything waiting on the call."""
@@ -306,7 +306,8 @@ class CallSession:
 
     async def _execute(self, app: str, arg: str) -> ChannelExecuteComplete:
         done = await self._until_ended(self.esl.execute(self.uuid, app, arg))
-        if self.ended:  # the caller's BYE cuts media short: FreeSWITCH completes the app
+        if done.hangup_cause or self.ended:
+            # the caller's BYE cut the application short; its CHANNEL_HANGUP_COMPLETE follows
             raise CallEnded(self.uuid)
         return done
 

@@ -112,7 +112,7 @@ class Controller:
             for call in remaining:
                 call.fail("controller shut down")
             await asyncio.gather(*(self._end(call) for call in remaining))
-        for task in self._tasks:
+        for task in [*self._flows.values(), *self._tasks]:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.esl.close()
@@ -233,9 +233,11 @@ class Controller:
         if error is None:
             if call.record.final_at is None:
                 call.fail("bot returned without a final intent")
-        elif isinstance(error, StopBot | CallEnded):
-            if call.record.final_at is None and not call.ended:
-                call.fail(f"bot stopped: {error!r}")
+        elif isinstance(error, CallEnded):
+            pass  # the channel is going: its hangup event tells who ended it
+        elif isinstance(error, StopBot):
+            if call.record.final_at is None:
+                call.fail("bot stopped without a final intent")
         else:
             call.log.error("bot raised %r", error, exc_info=error)
             call.fail(f"bot error: {error!r}")

@@ -75,11 +75,16 @@ class ChannelAnswer(EslEvent):
 
 
 class ChannelExecuteComplete(EslEvent):
-    """A dialplan application finished; ``application_uuid`` echoes our ``Event-UUID``."""
+    """A dialplan application finished; ``application_uuid`` echoes our ``Event-UUID``.
+
+    ``hangup_cause`` is set when the channel's end cut the application short (recorded:
+    the caller's BYE during a playback).
+    """
 
     application: str
     application_uuid: str
     application_response: str
+    hangup_cause: str
 
 
 class ChannelHangupComplete(EslEvent):
@@ -146,6 +151,7 @@ def parse_event(text: str, body: str = "") -> EslEvent:
                 application=field("Application"),
                 application_uuid=field("Application-UUID"),
                 application_response=field("Application-Response"),
+                hangup_cause=field("Hangup-Cause"),
             )
         case "CHANNEL_HANGUP_COMPLETE":
             return ChannelHangupComplete.model_construct(

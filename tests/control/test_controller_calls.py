@@ -61,8 +61,20 @@ async def test_caller_hangs_up_mid_bot(double: EslDouble, controller_on) -> None
     assert "CallEnded" in bots.LongPlay.seen
 
 
-async def test_info_after_hangup_is_refused(double: EslDouble, controller_on) -> None:
-    """uuid_send_info on a dead channel gets the recorded -ERR; the bot sees CallEnded."""
+async def test_info_racing_the_bye_gets_recorded_err(double: EslDouble, controller_on) -> None:
+    """INFO sent as the caller hangs up: recorded -ERR Operation Failed, logged, Disconnected."""
+    controller = await controller_on()
+    uuid = await double.park(headers={"X-Bot-Id": "TwoUpdates"})
+    double.hangup_on_info.add(uuid)
+    record = await ended(controller, uuid)
+    await double.wait_for(lambda: bool(record.infos) and bool(record.infos[0].reply))
+    assert [(i.seq, i.reply) for i in record.infos] == [(1, "-ERR Operation Failed")]
+    assert record.outcome is Outcome.DISCONNECTED
+    assert double.channels[uuid].infos == []
+
+
+async def test_update_after_hangup_is_refused(double: EslDouble, controller_on) -> None:
+    """send_update() after the caller's BYE raises CallEnded and sends nothing."""
     bots.UpdateAfterHangup.hung_up = asyncio.Event()
     controller = await controller_on()
     uuid = await double.park(headers={"X-Bot-Id": "UpdateAfterHangup"})

@@ -167,6 +167,9 @@ class EslDouble:
         self.connections = 0
         self.refuse = False  # close new connections at once (FreeSWITCH down)
         self.mute = False  # read commands but never answer (a stuck FreeSWITCH)
+        # channels whose caller hangs up as the next INFO arrives (recorded race: the
+        # hangup events come before uuid_send_info's -ERR reply)
+        self.hangup_on_info: set[str] = set()
         self._server: asyncio.Server | None = None
         self._writers: list[asyncio.StreamWriter] = []
         self._rec = _recorded()
@@ -239,7 +242,9 @@ class EslDouble:
 
     async def caller_hangup(self, uuid: str) -> None:
         """RingCX (the caller) sends BYE: running media is cut, the channel is destroyed."""
-        channel = self.channels[uuid]
+        self._caller_gone(self.channels[uuid])
+
+    def _caller_gone(self, channel: Channel) -> None:
         if channel.state == "gone":
             return
         for event_uuid in list(channel.pending):
@@ -334,6 +339,9 @@ class EslDouble:
                     self._emit(channel, self._rec.answer)
                 return "+OK\n"
             case "uuid_send_info":
+                if channel is not None and channel.uuid in self.hangup_on_info:
+                    self._caller_gone(channel)
+                    alive = False
                 if not alive:
                     return "-ERR Operation Failed\n"
                 assert channel is not None
