@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, Field, HttpUrl, SecretStr
+from pydantic import BaseModel, Field, HttpUrl, SecretStr, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -102,6 +102,16 @@ class WebhookSettings(BaseModel):
         default_factory=lambda: {"action": "finish", "payload": {"error": "webhook_unavailable"}},
         description="action carried out when the webhook cannot be reached",
     )
+
+    @field_validator("fallback")
+    @classmethod
+    def _fallback_ends_the_call(cls, value: dict[str, Any]) -> dict[str, Any]:
+        # Checked at start-up (and by check-config), not in a call that needs it. Imported
+        # here: the webhook bot's module owns the action schema and imports this one.
+        from ivagate.bots.webhook import ENDING_ACTION  # noqa: PLC0415
+
+        ENDING_ACTION.validate_python(value)
+        return value
 
 
 class ApiSettings(BaseModel):

@@ -19,6 +19,7 @@ from pydantic import ValidationError
 from ivagate.bots.base import CallEnded, Outcome, PayloadError
 from ivagate.bots.webhook import WebhookBot
 from ivagate.controller import Controller
+from ivagate.settings import WebhookSettings
 from support.esl_double import EslDouble
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -329,10 +330,18 @@ async def test_caller_hangup_ends_the_flow(webhook: Webhook) -> None:
     assert webhook.events[-1]["data"] == {"outcome": "Disconnected"}
 
 
-def test_fallback_must_end_the_call() -> None:
-    """A fallback that is not ``finish`` or ``hangup`` is refused when the bot is made."""
-    with pytest.raises(ValidationError):
-        WebhookBot({"url": "http://127.0.0.1/", "fallback": {"action": "say", "text": "hi"}})
+@pytest.mark.parametrize(
+    "fallback",
+    [
+        {"action": "say", "text": "hi"},
+        {"action": "finish", "payload": 1},
+        {"action": "hangup", "cause": "a b"},
+    ],
+)
+def test_fallback_must_end_the_call(fallback: dict[str, Any]) -> None:
+    """A fallback that is not a valid ``finish`` or ``hangup`` is refused with the settings."""
+    with pytest.raises(ValidationError, match="fallback"):
+        WebhookSettings(fallback=fallback)
 
 
 async def test_webhook_bot_drives_a_real_call(

@@ -65,6 +65,7 @@ from ivagate.bots.base import Bot, Call, Outcome, PayloadError
 from ivagate.settings import WebhookSettings
 
 __all__ = [
+    "ENDING_ACTION",
     "PROTOCOL_VERSION",
     "SIGNATURE_HEADER",
     "TIMESTAMP_HEADER",
@@ -131,7 +132,8 @@ class Hangup(_Action):
 
 
 Action = Annotated[Play | Say | Gather | Update | Finish | Hangup, Field(discriminator="action")]
-_ENDING_ACTION: TypeAdapter[Finish | Hangup] = TypeAdapter(
+# What a fallback may be: it must end the call (checked in ``WebhookSettings``).
+ENDING_ACTION: TypeAdapter[Finish | Hangup] = TypeAdapter(
     Annotated[Finish | Hangup, Field(discriminator="action")]
 )
 
@@ -169,8 +171,7 @@ class WebhookBot(Bot):
     def __init__(self, options: Mapping[str, Any]) -> None:
         super().__init__(options)
         self.settings = WebhookSettings.model_validate(options)
-        # Validated now so that a bad fallback fails the configuration, not a call in distress.
-        self.fallback = _ENDING_ACTION.validate_python(self.settings.fallback)
+        self.fallback = ENDING_ACTION.validate_python(self.settings.fallback)
         self._seq = 0
         self._dtmf: asyncio.Queue[str] = asyncio.Queue()
         self._session: aiohttp.ClientSession | None = None
