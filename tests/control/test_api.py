@@ -7,10 +7,12 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
+from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client.parser import text_string_to_metric_families
 
 from ivagate.api import create_app
+from ivagate.api.errors import json_errors
 from ivagate.api.keys import CONTROLLER
 from ivagate.controller import Controller
 from support.esl_double import EslDouble
@@ -253,3 +255,18 @@ async def test_unknown_route_and_method_are_json(double: EslDouble, api: Api) ->
     response = await client.delete("/calls", headers=AUTH)
     await error_of(response, 405)
     assert "GET" in response.headers["Allow"]
+
+
+async def test_unexpected_error_is_a_logged_json_500(caplog: pytest.LogCaptureFixture) -> None:
+    """An exception escaping a handler becomes a JSON 500 and its traceback is logged."""
+
+    async def broken(request: web.Request) -> web.Response:
+        raise RuntimeError("handler bug")
+
+    app = web.Application(middlewares=[json_errors])
+    app.router.add_get("/broken", broken)
+    async with TestClient(TestServer(app)) as client:
+        assert "controller log" in await error_of(await client.get("/broken"), 500)
+    (record,) = [r for r in caplog.records if r.name == "ivagate.api.errors"]
+    assert record.exc_info is not None
+    assert "handler bug" in str(record.exc_info[1])

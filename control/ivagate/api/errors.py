@@ -16,7 +16,7 @@ from http import HTTPStatus
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-__all__ = ["ApiError", "error_response", "json_errors"]
+__all__ = ["ApiError", "json_errors"]
 
 log = logging.getLogger(__name__)
 
@@ -31,9 +31,7 @@ class ApiError(Exception):
         self.headers = dict(headers or {})
 
 
-def error_response(
-    status: int, detail: str, headers: Mapping[str, str] | None = None
-) -> web.Response:
+def _response(status: int, detail: str, headers: Mapping[str, str] | None = None) -> web.Response:
     body = {"error": {"status": status, "title": HTTPStatus(status).phrase, "detail": detail}}
     return web.json_response(body, status=status, headers=headers)
 
@@ -43,7 +41,7 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
     try:
         return await handler(request)
     except ApiError as exc:
-        return error_response(exc.status, exc.detail, exc.headers)
+        return _response(exc.status, exc.detail, exc.headers)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
@@ -51,7 +49,7 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
         default = exc.text is None or exc.text == f"{exc.status}: {exc.reason}"
         detail = exc.reason if default else exc.text
         allow = {k: v for k, v in exc.headers.items() if k.lower() == "allow"}
-        return error_response(exc.status, detail or exc.reason, allow)
+        return _response(exc.status, detail or exc.reason, allow)
     except Exception:
         log.exception("API handler failed: %s %s", request.method, request.path)
-        return error_response(500, "internal error; see the controller log")
+        return _response(500, "internal error; see the controller log")
