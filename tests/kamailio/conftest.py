@@ -6,13 +6,11 @@ Addresses are in tests/support/edge.py (RingCX and media nodes must differ by IP
 from __future__ import annotations
 
 import shutil
-import socket
-import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from tests.support.edge import CALLER, Edge, EdgeSetup
+from tests.support.edge import CALLER, ContactSpy, Edge, EdgeSetup
 
 from ivagate.emulator.tls import self_signed
 
@@ -46,33 +44,6 @@ def start_edge(tmp_path: Path, tls_dir: Path) -> Iterator[Callable[..., Edge]]:
     yield start
     for edge in edges:
         edge.stop()
-
-
-class ContactSpy:
-    """A TCP listener on the caller's Contact address; counts every connection attempt."""
-
-    def __init__(self, host: str) -> None:
-        self.sock = socket.create_server((host, 0))
-        self.sock.settimeout(0.1)
-        self.port = int(self.sock.getsockname()[1])
-        self.attempts: list[tuple[str, int]] = []
-        self._thread = threading.Thread(target=self._accept, daemon=True)
-        self._thread.start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                conn, peer = self.sock.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            self.attempts.append(peer)
-            conn.close()
-
-    def close(self) -> None:
-        self.sock.close()
-        self._thread.join()
 
 
 @pytest.fixture

@@ -7,8 +7,15 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from tests.kamailio.conftest import ContactSpy
-from tests.support.edge import CALLER, NODE_HOSTS, Edge, free_port, start_caller, start_node
+from tests.support.edge import (
+    CALLER,
+    NODE_HOSTS,
+    ContactSpy,
+    Edge,
+    free_port,
+    start_caller,
+    start_node,
+)
 
 pytestmark = [pytest.mark.kamailio, pytest.mark.sipp]
 

@@ -33,18 +33,22 @@ def wait_for_flags(edge: Edge, uri: str, flags: str, timeout: float = 10.0) -> N
         time.sleep(0.1)
 
 
-def test_dead_node_fails_over_to_next_without_a_failed_call(
+def test_dead_node_fails_over_and_leaves_rotation_after_strikes(
     start_edge: Callable[..., Edge], tmp_path: Path
 ) -> None:
-    """A silent first node: the call lands on the second; the first is marked inactive."""
+    """A silent first node: calls land on the second; after DS_STRIKES misses it leaves rotation."""
     (dead, live) = nodes(2)
-    edge = start_edge(nodes=uris([dead, live]), defines=FAST)
-    node = start_node(tmp_path, live[1], host=live[0])
-    caller = start_caller(edge, tmp_path)
-    assert caller.wait() == 0, caller.text() + edge.log()
+    edge = start_edge(nodes=uris([dead, live]), defines={**FAST, "DS_STRIKES": "2"})
+    dead_uri = uris([dead])[0]
+    node = start_node(tmp_path, live[1], host=live[0], calls=2)
+    first = start_caller(edge, tmp_path, name="first")
+    assert first.wait() == 0, first.text() + edge.log()
+    assert edge.node_flags()[dead_uri] == "TP"  # one strike: still in rotation, probed
+    second = start_caller(edge, tmp_path, name="second")
+    assert second.wait() == 0, second.text() + edge.log()
+    assert edge.node_flags()[dead_uri] == "IP"  # inactive until it answers a probe
     assert node.wait(10) == 0
-    assert len(node.received("INVITE")) == 1
-    assert edge.node_flags()[uris([dead])[0]] == "IP"  # inactive, probed until it answers
+    assert len(node.received("INVITE")) == 2
 
 
 @pytest.mark.parametrize("status", [503, 500, 408])

@@ -88,6 +88,9 @@ def test_options_answered_for_ringcx_and_probes_only(start_edge: Callable[..., E
     assert not answers_options(edge, OUTSIDER)
     assert not answers_options(edge, CALLER, user_agent="friendly-scanner")
     assert "scanner 'friendly-scanner'" in edge.log()
+    _, metrics = edge.http_get("/metrics")
+    assert 'kamailio_edge_dropped_total{reason="not_allowed"} 1' in metrics
+    assert 'kamailio_edge_dropped_total{reason="scanner"} 1' in metrics
 
 
 def test_flood_from_an_unknown_address_gets_it_banned(start_edge: Callable[..., Edge]) -> None:

@@ -16,12 +16,15 @@ import shutil
 import signal
 import socket
 import subprocess
+import threading
 import time
 import urllib.request
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import psutil
 
 __all__ = [
     "CALLER",
@@ -31,11 +34,11 @@ __all__ = [
     "OUTSIDER",
     "PROBE",
     "SCENARIOS",
+    "ContactSpy",
     "Edge",
     "EdgeSetup",
     "SippRun",
     "free_port",
-    "run_sipp",
     "start_caller",
     "start_node",
     "start_sipp",
@@ -225,6 +228,17 @@ class Edge:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
+    def cpu_seconds(self) -> float:
+        """CPU time (user + system) used so far by every Kamailio process of this edge."""
+        assert self._proc is not None
+        main = psutil.Process(self._proc.pid)
+        total = 0.0
+        for proc in [main, *main.children(recursive=True)]:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                times = proc.cpu_times()
+                total += times.user + times.system
+        return total
+
     def alive(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
 
@@ -245,6 +259,33 @@ class Edge:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+class ContactSpy:
+    """A TCP listener on the caller's Contact address; counts every connection attempt."""
+
+    def __init__(self, host: str) -> None:
+        self.sock = socket.create_server((host, 0))
+        self.sock.settimeout(0.1)
+        self.port = int(self.sock.getsockname()[1])
+        self.attempts: list[tuple[str, int]] = []
+        self._thread = threading.Thread(target=self._accept, daemon=True)
+        self._thread.start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, peer = self.sock.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            self.attempts.append(peer)
+            conn.close()
+
+    def close(self) -> None:
+        self.sock.close()
+        self._thread.join()
 
 
 @dataclass
@@ -329,13 +370,6 @@ def start_sipp(
             cmd, stdout=out, stderr=subprocess.STDOUT, cwd=workdir, start_new_session=True
         )
     return SippRun(proc, messages, output)
-
-
-def run_sipp(scenario: str, workdir: Path, **kwargs: Any) -> SippRun:
-    """Run SIPp to completion (see ``start_sipp``)."""
-    run = start_sipp(scenario, workdir, **kwargs)
-    run.wait(float(kwargs.get("timeout", 30.0)) + 15)
-    return run
 
 
 def start_node(
