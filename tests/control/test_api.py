@@ -230,6 +230,19 @@ async def test_drain_closes_the_gate(double: EslDouble, api: Api) -> None:
     assert (await client.post(f"/calls/{uuid}/update", json={"n": 1}, headers=AUTH)).status == 200
 
 
+async def test_readyz_is_503_without_the_event_socket(double: EslDouble, api: Api) -> None:
+    """With the Event Socket connection down, /readyz says 503 and why."""
+    client = await api()
+    double.refuse = True
+    await double.drop()
+    await double.wait_for(lambda: not client.app[CONTROLLER].connected)
+    ready = await client.get("/readyz")
+    assert ready.status == 503
+    assert await ready.json() == {"ready": False, "esl_connected": False}
+    metrics = await (await client.get("/metrics")).text()
+    assert metric(metrics, "ivagate_ready") == 0.0
+
+
 async def test_metrics_count_outcomes(double: EslDouble, api: Api) -> None:
     """/metrics shows the active call, then counts it by outcome once it ended."""
     client = await api()
