@@ -32,6 +32,7 @@ __all__ = [
     "BASE_IMAGE",
     "LABELS",
     "REPO",
+    "SESSION",
     "ControllerContainer",
     "EdgeContainer",
     "EmulatorContainer",

@@ -1,0 +1,120 @@
+"""``scripts/stack`` (``make up`` / ``make down``) on the shipped docker-compose.yml.
+
+FreeSWITCH is replaced by a stand-in media node (``compose.stand-in.yml``); everything else -
+images, .env handling, the edge, the controller, the network, the emulator profile - is the
+shipped stack, under a project name, network and host ports of the test's own.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+import socket
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import docker
+import pytest
+from tests.support.stack import REPO, SESSION, StackImages
+
+STAND_IN = Path(__file__).with_name("compose.stand-in.yml")
+
+
+def compose_missing() -> bool:
+    plugin = subprocess.run(["docker", "compose", "version"], capture_output=True, check=False)
+    return plugin.returncode != 0 and shutil.which("docker-compose") is None
+
+
+pytestmark = pytest.mark.skipif(
+    compose_missing(),
+    reason="needs Docker Compose: the docker-compose package (1.29+) or the docker compose plugin",
+)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def free_net_prefix() -> str:
+    """Three octets of a /24 no Docker network uses (the stack pins its addresses in it)."""
+    used = {
+        config["Subnet"]
+        for net in docker.from_env().networks.list()
+        for config in (net.attrs.get("IPAM") or {}).get("Config") or []
+    }
+    candidates = [f"172.30.{n}" for n in range(100, 250) if f"172.30.{n}.0/24" not in used]
+    return random.choice(candidates)
+
+
+@pytest.fixture
+def stack_env(stack_images: StackImages, tmp_path: Path) -> Iterator[dict[str, str]]:
+    """scripts/stack's environment: own settings file, ports and network; torn down after."""
+    settings = tmp_path / "stack.env"
+    env = {
+        **os.environ,
+        "IVAGATE_ENV_FILE": str(settings),
+        "COMPOSE_FILE": f"docker-compose.yml:{STAND_IN}",
+        "COMPOSE_PROJECT_NAME": f"ivagate-stack-{SESSION}",
+        "IVAGATE_FREESWITCH_IMAGE": stack_images.control,
+        "IVAGATE_NET_PREFIX": free_net_prefix(),
+        "IVAGATE_SIP_PORT": str(free_port()),
+        "IVAGATE_TLS_PORT": str(free_port()),
+        "IVAGATE_API_PORT": str(free_port()),
+        "IVAGATE_TLS_DIR": str(tmp_path / "tls"),
+    }
+    rtp = free_port()
+    env |= {"IVAGATE_RTP_PORT_MIN": str(rtp), "IVAGATE_RTP_PORT_MAX": str(rtp)}
+    env["IVAGATE_EMULATE_PORT"] = env["IVAGATE_TLS_PORT"]
+    try:
+        yield env
+    finally:
+        subprocess.run([REPO / "scripts" / "stack", "down"], env=env, cwd=REPO, check=False)
+
+
+def test_make_up_places_one_passing_call(stack_env: dict[str, str], tmp_path: Path) -> None:
+    """``scripts/stack up`` makes the settings, starts the stack; its call passes every check."""
+    up = subprocess.run(
+        [REPO / "scripts" / "stack", "up"],
+        env=stack_env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+    output = up.stdout + up.stderr
+    assert up.returncode == 0, output[-5000:]
+    assert "Result: PASS" in output
+    assert '{"intent": "done", "final": true}' in output
+    settings = Path(stack_env["IVAGATE_ENV_FILE"]).read_text()
+    assert "IVAGATE_ESL__PASSWORD=\n" not in settings, "a password was generated"
+    assert (tmp_path / "tls" / "tls.crt").exists(), "the edge made its self-signed certificate"
+
+
+def test_make_up_without_freeswitch_says_what_to_provide(tmp_path: Path) -> None:
+    """Without a FreeSWITCH image, ``make up`` stops at once naming both ways to give one."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("IVAGATE_FREESWITCH_IMAGE", "SIGNALWIRE_TOKEN")
+    }
+    env["IVAGATE_ENV_FILE"] = str(tmp_path / "stack.env")
+    env["DOCKER_HOST"] = "unix:///nonexistent"  # fail rather than find a local ivagate/freeswitch
+
+    up = subprocess.run(
+        [REPO / "scripts" / "stack", "up"],
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+    assert up.returncode == 2, up.stdout + up.stderr
+    assert "IVAGATE_FREESWITCH_IMAGE=<image>" in up.stderr
+    assert "SIGNALWIRE_TOKEN=pat_... make up" in up.stderr
