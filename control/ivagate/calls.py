@@ -252,7 +252,11 @@ class CallSession:
         else:
             record.outcome = Outcome.FAILED
         self.log.info(
-            "call ended: %s (%s)", record.outcome, hangup_cause, extra={"outcome": record.outcome}
+            "call ended: %s (%s), %d INFOs",
+            record.outcome,
+            hangup_cause,
+            len(record.infos),
+            extra={"outcome": record.outcome},
         )
 
     async def wait_ended(self) -> None:
@@ -295,7 +299,7 @@ class CallSession:
             self.log.info("INFO %d not sent: %s", entry.seq, entry.reply)
             raise CallEnded(f"{self.uuid}: {entry.reply}")
         metrics.INFO_SENT.inc()
-        self.log.info("INFO %d handed to FreeSWITCH (%d bytes)", entry.seq, body.size)
+        self.log.debug("INFO %d handed to FreeSWITCH (%d bytes)", entry.seq, body.size)
 
     def _final_lost(self, entry: InfoRecord) -> None:
         """The final intent was not delivered after all: settle the outcome again."""

@@ -9,18 +9,16 @@ which gives back their spelling. The edge adds ``X-Edge-Transport`` and ``X-Edge
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import re
 from urllib.parse import unquote
 
 from multidict import CIMultiDict, CIMultiDictProxy
 from pydantic import BaseModel, ConfigDict
 
-from .events import ChannelPark
+from .events import ChannelPark, header_value
 
 __all__ = ["Invite", "decode_invite_headers"]
 
-_SIP_I = "variable_sip_i_"
-_SIP_H = "variable_sip_h_"
 _ARRAY = "ARRAY::"
 
 
@@ -41,42 +39,45 @@ class Invite(BaseModel):
 
     @classmethod
     def from_park(cls, event: ChannelPark) -> Invite:
-        headers, raw = decode_invite_headers(event.headers)
-        offer = event.variable("switch_r_sdp")
-        via = f"{event.variable('sip_network_ip')}:{event.variable('sip_network_port')}"
-        return cls(
+        text = event.text
+        headers, raw = decode_invite_headers(text)
+        via = f"{header_value(text, 'variable_sip_network_ip')}:"
+        via += header_value(text, "variable_sip_network_port")
+        # model_construct: every field is built here from FreeSWITCH's event
+        return cls.model_construct(
             uuid=event.uuid or "",
-            sip_call_id=event.variable("sip_call_id"),
-            did=event.variable("sip_req_user"),
-            caller=event.get("Caller-Caller-ID-Number"),
+            sip_call_id=header_value(text, "variable_sip_call_id"),
+            did=header_value(text, "variable_sip_req_user"),
+            caller=header_value(text, "Caller-Caller-ID-Number"),
             # without the edge (a caller straight to FreeSWITCH) the last hop is all we know
-            transport=headers.get("X-Edge-Transport", event.variable("sip_via_protocol")),
+            transport=headers.get(
+                "X-Edge-Transport", header_value(text, "variable_sip_via_protocol")
+            ),
             source=headers.get("X-Edge-Source", via),
             # FreeSWITCH answers an RTP/SAVP offer with RTP/SAVP (see the fixtures README)
-            srtp="RTP/SAVP" in offer,
+            srtp="RTP/SAVP" in header_value(text, "variable_switch_r_sdp"),
             headers=headers,
             raw_headers=raw,
         )
 
 
-def decode_invite_headers(
-    variables: Mapping[str, str],
-) -> tuple[CIMultiDictProxy[str], dict[str, str]]:
-    """``sip_i_*`` variables to (decoded case-insensitive multi-dict, raw name -> raw value)."""
-    items = list(variables.items())
-    spelling = {
-        name[len(_SIP_H) :].lower(): name[len(_SIP_H) :]
-        for name, _ in items
-        if name.startswith(_SIP_H)
-    }
+_HEADER_VARIABLE = re.compile(r"^variable_sip_([ih])_([^:\n]+): (.*)$", re.M)
+
+
+def decode_invite_headers(text: str) -> tuple[CIMultiDictProxy[str], dict[str, str]]:
+    """An event's ``sip_i_*`` variables to (decoded case-insensitive multi-dict, raw values).
+
+    ``text`` is the event's header block; only the header variables are picked out of it.
+    """
+    found = _HEADER_VARIABLE.findall(text)
+    spelling = {name.lower(): name for kind, name, _ in found if kind == "h"}
     headers: CIMultiDict[str] = CIMultiDict()
     raw: dict[str, str] = {}
-    for name, value in items:
-        if not name.startswith(_SIP_I):
+    for kind, name, value in found:
+        if kind != "i":
             continue
-        key = name[len("variable_") :]
-        raw[key] = value
-        header = name[len(_SIP_I) :].replace("_", "-")
+        raw[f"sip_i_{name}"] = value
+        header = name.replace("_", "-")
         header = spelling.get(header, header)
         decoded = unquote(value)
         values = decoded[len(_ARRAY) :].split("|:") if decoded.startswith(_ARRAY) else [decoded]
