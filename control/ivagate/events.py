@@ -57,9 +57,8 @@ class EslEvent(BaseModel):
         return parse_plain_headers(self.text)
 
     def get(self, name: str, default: str = "") -> str:
-        """Header ``name`` URL-decoded, or ``default``."""
-        value = self.headers.get(name)
-        return default if value is None else unquote(value)
+        """Header ``name`` URL-decoded, or ``default`` when absent or empty."""
+        return header_value(self.text, name) or default
 
     def variable(self, name: str) -> str:
         """Channel variable ``name`` (``variable_<name>``) decoded; ``""`` when unset."""

@@ -25,7 +25,6 @@ class InfoBody:
 
     text: str
     size: int
-    final: bool
 
 
 def encode_info(payload: Mapping[str, Any], *, final: bool, max_bytes: int) -> InfoBody:
@@ -43,7 +42,7 @@ def encode_info(payload: Mapping[str, Any], *, final: bool, max_bytes: int) -> I
     size = len(text.encode())
     if size > max_bytes:
         raise PayloadError(f"payload is {size} bytes, over the {max_bytes}-byte limit")
-    return InfoBody(text=text, size=size, final=final)
+    return InfoBody(text=text, size=size)
 
 
 def send_info_command(channel: str, body: InfoBody) -> str:
