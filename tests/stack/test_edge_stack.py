@@ -68,7 +68,8 @@ def test_media_node_stopped_mid_run(
     failover_nodes: tuple[StandInContainer, StandInContainer],
 ) -> None:
     """After one media node stops, new calls go to the other one and none fails."""
-    stopped, _ = failover_nodes
+    stopped, survivor = failover_nodes
+    stopped_uri, survivor_uri = stopped.uri, survivor.uri  # a stopped container has no address
     with EdgeContainer(
         stack_images.kamailio,
         network,
@@ -80,7 +81,10 @@ def test_media_node_stopped_mid_run(
         before = [caller.call(target, "tls") for _ in range(4)]
         stopped.halt()
         after = [caller.call(target, "tls") for _ in range(6)]
+        flags = edge.media_node_flags()
 
     assert [run.exit_code for run in before + after] == [0] * 10, [r.explain() for r in after]
     assert {run.node() for run in before} == {"media3", "media4"}, "round robin used both"
     assert [run.node() for run in after] == ["media4"] * 6
+    assert flags[stopped_uri].startswith("I"), "the edge took the stopped node out of rotation"
+    assert flags[survivor_uri].startswith("A")

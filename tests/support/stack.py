@@ -16,7 +16,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import docker
 from testcontainers.core.container import DockerContainer
@@ -36,7 +36,9 @@ __all__ = [
     "ControllerContainer",
     "EdgeContainer",
     "EmulatorContainer",
+    "EmulatorRun",
     "FreeSwitchContainer",
+    "StackContainer",
     "StackImages",
     "StandInContainer",
     "build_images",
@@ -111,7 +113,7 @@ class StackContainer(DockerContainer):
         ]
         return address
 
-    def shell(self, script: str) -> Any:
+    def shell(self, script: str) -> Self:
         """Run ``script`` with sh as the container's main process (its address is known inside)."""
         return self.with_kwargs(entrypoint=["sh", "-c"]).with_command([script])
 
@@ -162,6 +164,15 @@ class EdgeContainer(StackContainer):
         code, output = self.exec(["ivagate-edge", "rpc", method, json.dumps(list(params))])
         assert code == 0, output.decode(errors="replace")
         return json.loads(output)["result"]
+
+    def media_node_flags(self) -> dict[str, str]:
+        """Dispatcher state of each media node by URI: "A..." active, "I..." out of rotation."""
+        records = self.rpc("dispatcher.list")["RECORDS"]
+        return {
+            target["DEST"]["URI"]: target["DEST"]["FLAGS"]
+            for record in records
+            for target in record["SET"]["TARGETS"]
+        }
 
 
 class StandInContainer(StackContainer):
