@@ -34,6 +34,7 @@ async def test_full_call_two_updates_and_final(double: EslDouble, controller_on)
     await double.wait_for(lambda: len(double.channels[uuid].infos) == 3)
     await double.caller_hangup(uuid)  # RingCX hangs up after the final intent
     record = await ended(controller, uuid)
+    await double.wait_for(lambda: all(info.reply for info in record.infos))  # replies race the BYE
     assert double.channels[uuid].infos == [
         {"n": 1},
         {"n": 2, "text": 'it\'s a "quoted" test \\ with backslash'},
