@@ -63,7 +63,13 @@ class StackImages:
 def build_images() -> StackImages:
     """Make the base image and wheels if missing, then build the edge and control images."""
     for script in ("make-base-image", "fetch-wheels"):
-        subprocess.run([REPO / "scripts" / script], check=True, capture_output=True)
+        done = subprocess.run(
+            [REPO / "scripts" / script], check=False, capture_output=True, text=True
+        )
+        if done.returncode != 0:
+            raise RuntimeError(
+                f"scripts/{script} failed:\n{done.stdout[-3000:]}{done.stderr[-3000:]}"
+            )
     build: dict[str, Any] = {
         "buildargs": {"BASE_IMAGE": BASE_IMAGE},
         "labels": LABELS,
