@@ -1,0 +1,186 @@
+"""The Ansible roles: syntax, lint at the production profile, a real apply to a fresh Debian
+host, a second apply and a check-mode run that change nothing, a RingCX call through the edge
+they provisioned, an allowlist update reloaded over RPC, and the FreeSWITCH role's config."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+
+import pytest
+from tests.ansible.conftest import (
+    ANSIBLE_DIR,
+    API_TOKEN,
+    BIN,
+    ESL_PASSWORD,
+    STAND_IN_PORT,
+    Applied,
+    Site,
+    ansible_env,
+)
+
+from ivagate.emulator import CallPlan, run_call
+from ivagate.emulator.transport import TransportName
+
+pytestmark = [pytest.mark.ansible]
+
+INFOS: list[dict[str, object] | str] = [{"n": 1}, {"intent": "done", "final": True}]
+
+
+def tool(*command: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(BIN / command[0]), *command[1:]],
+        cwd=ANSIBLE_DIR,
+        capture_output=True,
+        text=True,
+        env=ansible_env(),
+        check=False,
+    )
+
+
+def test_syntax_check() -> None:
+    """site.yml and every role pass ansible-playbook's syntax check on the example inventory."""
+    done = tool("ansible-playbook", "--syntax-check", "-i", "inventory/example", "site.yml")
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_lint_production_profile() -> None:
+    """ansible-lint passes at its production profile."""
+    done = tool("ansible-lint", "--profile", "production", "site.yml", "roles", "inventory")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "0 failure(s), 0 warning(s)" in done.stdout + done.stderr
+
+
+@pytest.mark.docker
+def test_first_apply_provisions_the_host(applied: Applied, site: Site) -> None:
+    """The first apply succeeds, changes the host and leaves Kamailio and the controller running."""
+    assert applied.first.failed == 0 and applied.first.changed > 0
+    active = site.exec("systemctl", "is-active", "kamailio", "ivagate-controller", "nftables")
+    assert active.split() == ["active", "active", "active"]
+
+
+@pytest.mark.docker
+def test_second_apply_changes_nothing(applied: Applied) -> None:
+    """A second apply reports changed=0 (idempotence)."""
+    assert applied.second.returncode == 0, applied.second.output[-5000:]
+    assert (applied.second.changed, applied.second.failed) == (0, 0), applied.second.output
+
+
+@pytest.mark.docker
+def test_check_mode_changes_nothing(applied: Applied, site: Site) -> None:
+    """--check on the provisioned host runs through and predicts no change."""
+    run = site.play("--check", "--skip-tags", "freeswitch", name="check")
+    assert run.returncode == 0, run.output[-5000:]
+    assert (run.changed, run.failed) == (0, 0), run.output
+
+
+def kamailio_rpc(site: Site, method: str, *params: object) -> object:
+    """Calls the edge's JSON-RPC from inside the target (it listens on loopback only)."""
+    body = json.dumps({"jsonrpc": "2.0", "method": method, "params": params, "id": 1})
+    code = (
+        "import urllib.request as u, sys; "
+        "print(u.urlopen(u.Request('http://127.0.0.1:8060/RPC', data=sys.argv[1].encode()))"
+        ".read().decode())"
+    )
+    reply = json.loads(site.exec("python3", "-c", code, body))
+    assert "error" not in reply, reply
+    return reply.get("result")
+
+
+@pytest.fixture(scope="module")
+def stand_in(applied: Applied, site: Site) -> str:
+    """`ivagate stand-in` from the virtualenv the controller role made, as the media node."""
+    uri = f"sip:{site.target.media_address}:{STAND_IN_PORT}"
+    command = [
+        "/opt/ivagate/venv/bin/ivagate", "stand-in", "--listen", uri.removeprefix("sip:"),
+        "--transport", "udp",
+        *(arg for info in INFOS for arg in ("--info", json.dumps(info))),
+    ]  # fmt: skip
+    site.target.container.exec_run(command, detach=True)
+    listening = f":{STAND_IN_PORT:04X} "
+    for _ in range(50):
+        if listening in site.exec("cat", "/proc/net/udp"):
+            break
+        time.sleep(0.2)
+    else:
+        pytest.fail("the stand-in media node did not start")
+    # Probing marked the node down while nothing listened; put it back as an operator would.
+    kamailio_rpc(site, "dispatcher.set_state", "a", 1, uri)
+    return uri
+
+
+@pytest.mark.docker
+@pytest.mark.parametrize(("transport", "port"), [("udp", 5060), ("tls", 5061)])
+async def test_emulator_call_through_provisioned_edge(
+    stand_in: str, site: Site, transport: TransportName, port: int
+) -> None:
+    """A RingCX-emulated call through the provisioned edge is answered by the media node."""
+    plan = CallPlan(
+        target=f"{site.target.address}:{port}",
+        transport=transport,
+        local_host=site.target.gateway,
+        timeout=15,
+    )
+    report = await run_call(plan)
+    assert report.ok, report.to_dict()
+    assert report.invite_status == 200
+    assert [info.json for info in report.infos] == INFOS
+
+
+@pytest.mark.docker
+def test_controller_runs_on_inventory_settings(applied: Applied, site: Site) -> None:
+    """The controller's unit carries limits, and its settings file holds the Vault secrets."""
+    unit = site.exec("systemctl", "show", "ivagate-controller", "-p", "Restart,MemoryMax,TasksMax")
+    assert "Restart=always" in unit and "TasksMax=256" in unit and "MemoryMax=1073741824" in unit
+    settings = site.exec("cat", "/etc/ivagate/controller.toml")
+    assert f'"password" = "{ESL_PASSWORD}"' in settings
+    assert f'"token" = "{API_TOKEN}"' in settings
+    mode = site.exec("stat", "-c", "%a %U:%G", "/etc/ivagate/controller.toml").strip()
+    assert mode == "640 root:ivagate"
+    health = site.exec(
+        "python3",
+        "-c",
+        "import urllib.request as u; print(u.urlopen('http://127.0.0.1:8088/healthz').status)",
+    )
+    assert health.strip() == "200"
+
+
+@pytest.mark.docker
+def test_allowlist_update_reloads_over_rpc(applied: Applied, site: Site) -> None:
+    """A new allowlist entry is loaded by permissions.addressReload, with no Kamailio restart."""
+    pid_before = site.exec("cat", "/run/kamailio/kamailio.pid")
+    run = site.play(
+        "--tags",
+        "kamailio",
+        extra={"kamailio_host_allowlist": ["192.0.2.0/24"]},
+        name="allowlist",
+    )
+    assert run.returncode == 0, run.output[-5000:]
+    assert run.changed == 2, run.output  # the allowlist file and its RPC reload handler
+    assert "RUNNING HANDLER [kamailio : Reload the Kamailio allowlist]" in run.output
+    assert "Restart the Kamailio service" not in run.output
+    assert site.exec("cat", "/run/kamailio/kamailio.pid") == pid_before
+    assert "192.0.2.0" in json.dumps(kamailio_rpc(site, "permissions.addressDump"))
+
+
+@pytest.mark.docker
+def test_freeswitch_role_renders_config_and_stops_at_install(applied: Applied, site: Site) -> None:
+    """Without a token the freeswitch role stops at its install step, its config in place."""
+    run = site.play("--tags", "freeswitch", name="freeswitch")
+    assert run.returncode != 0 and run.failed == 1
+    assert "freeswitch_signalwire_token is empty" in run.output
+    assert "Refuse to install without a SignalWire token" in run.output
+    for name in ("freeswitch.xml", "vars.xml", "sip_profiles/ivagate.xml", "dialplan/ivagate.xml"):
+        installed = site.exec("cat", f"/etc/ivagate/freeswitch/{name}")
+        assert installed == (site.sources / "freeswitch" / name).read_text(), name
+    env = dict(
+        line.split("=", 1)
+        for line in site.exec("cat", "/etc/ivagate/freeswitch.env").splitlines()
+        if line and not line.startswith("#")
+    )
+    assert env["IVAGATE_FS_SIP_IP"] == site.target.address
+    assert env["IVAGATE_FS_EDGE_CIDRS"] == site.target.address
+    assert env["IVAGATE_FS_ESL_PASSWORD"] == ESL_PASSWORD
+    assert env["IVAGATE_FS_RTP_PORT_MIN"] == "16384"
+    assert "IVAGATE_FS_EXTERNAL_MEDIA_IP" not in env  # empty: vars.xml keeps its default
