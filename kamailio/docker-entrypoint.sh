@@ -89,7 +89,7 @@ ensure_certificate() {
 		# Kamailio reads the key after it has dropped root
 		chgrp kamailio "$key" && chmod 640 "$key"
 	fi
-	[ -r "$crt" ] && [ -r "$key" ] || fail "TLS needs both $crt and $key"
+	if [ ! -r "$crt" ] || [ ! -r "$key" ]; then fail "TLS needs both $crt and $key"; fi
 }
 
 run() {
