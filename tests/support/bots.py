@@ -50,6 +50,7 @@ class UpdateAfterHangup(Recording):
 
     async def on_call_start(self, call: Call) -> None:
         await call.answer()
+        type(self).seen.append(("answered", call.uuid))
         await type(self).hung_up.wait()
         try:
             await call.send_update({"late": True})
