@@ -7,6 +7,7 @@ shipped stack, under a project name, network and host ports of the test's own.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import random
 import shutil
@@ -41,13 +42,20 @@ def free_port() -> int:
 
 
 def free_net_prefix() -> str:
-    """Three octets of a /24 no Docker network uses (the stack pins its addresses in it)."""
-    used = {
-        config["Subnet"]
+    """Three octets of a /24 that overlaps no Docker network (the stack pins addresses in it)."""
+    used = [
+        ipaddress.ip_network(config["Subnet"])
         for net in docker.from_env().networks.list()
         for config in (net.attrs.get("IPAM") or {}).get("Config") or []
-    }
-    candidates = [f"172.30.{n}" for n in range(100, 250) if f"172.30.{n}.0/24" not in used]
+        if "." in config.get("Subnet", "")
+    ]
+    candidates = [
+        f"172.31.{n}"
+        for n in range(100, 250)
+        if not any(ipaddress.ip_network(f"172.31.{n}.0/24").overlaps(net) for net in used)
+    ]
+    if not candidates:
+        pytest.skip("no free /24 in 172.31.100-249 for the stack's network: remove unused networks")
     return random.choice(candidates)
 
 
