@@ -2,6 +2,7 @@
 
 * ``ivagate run``: the controller and its HTTP API in one asyncio process.
 * ``ivagate check-config``: every invalid setting with its path and the reason.
+* ``ivagate config-reference``: the settings as a Markdown table (the README's reference).
 * ``ivagate emulate ...`` / ``ivagate stand-in ...``: the RingCX emulator's commands.
 
 ``--config FILE`` names the TOML settings file (same as ``IVAGATE_CONFIG_FILE``).
@@ -21,6 +22,7 @@ from pydantic import ValidationError
 
 from .api import create_app
 from .bots.registry import BotLoadError
+from .config_reference import render as render_config_reference
 from .controller import Controller
 from .emulator import cli as emulator_cli
 from .log import setup_logging
@@ -43,9 +45,13 @@ def main(argv: list[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("run", help="run the controller and its HTTP API")
     commands.add_parser("check-config", help="validate the settings and bots, then exit")
+    commands.add_parser("config-reference", help="print every setting as a Markdown table")
     for name in _EMULATOR_COMMANDS:
         commands.add_parser(name, help=f"the RingCX emulator ('ivagate {name} --help')")
     options = parser.parse_args(args)
+    if options.command == "config-reference":
+        print(render_config_reference(), end="")
+        return 0
     if options.config:
         os.environ[CONFIG_FILE_ENV] = options.config
     settings, problems = config_problems()
