@@ -5,27 +5,17 @@ Addresses are in tests/support/edge.py (RingCX and media nodes must differ by IP
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from tests.support.edge import CALLER, ContactSpy, Edge, EdgeSetup
-
-from ivagate.emulator.tls import self_signed
+from tests.support.edge import CALLER, ContactSpy, Edge, EdgeSetup, write_certificates
 
 
 @pytest.fixture(scope="session")
 def tls_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """tls.crt/tls.key for the edge; client.crt/client.key, trusted by ca.crt, for a caller."""
-    directory = tmp_path_factory.mktemp("edge-tls")
-    for name, stem in (("localhost", "tls"), ("ringcx-client", "client")):
-        cert, key = self_signed(directory / stem, name)
-        shutil.move(cert, directory / f"{stem}.crt")
-        shutil.move(key, directory / f"{stem}.key")
-    # a self-signed client certificate is its own trust anchor
-    shutil.copy(directory / "client.crt", directory / "ca.crt")
-    return directory
+    """The edge's certificate directory (see ``write_certificates``)."""
+    return write_certificates(tmp_path_factory.mktemp("edge-tls"))
 
 
 @pytest.fixture

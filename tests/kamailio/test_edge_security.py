@@ -93,17 +93,31 @@ def test_options_answered_for_ringcx_and_probes_only(start_edge: Callable[..., E
     assert 'kamailio_edge_dropped_total{reason="scanner"} 1' in metrics
 
 
+def flood(edge: Edge, source: str, count: int = 60) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind((source, 0))
+        for _ in range(count):
+            sock.sendto(options(edge, source), (edge.host, edge.sip_port))
+
+
 def test_flood_from_an_unknown_address_gets_it_banned(start_edge: Callable[..., Edge]) -> None:
     """More than PIKE_REQS requests per 2 s from a non-RingCX address put it in the ban table."""
     edge = start_edge(probes=[f"{PROBE}/32"], defines={"PIKE_REQS": "5"})
     assert answers_options(edge, PROBE)
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        sock.bind((PROBE, 0))
-        for _ in range(60):
-            sock.sendto(options(edge, PROBE), (edge.host, edge.sip_port))
+    flood(edge, PROBE)
+    assert not answers_options(edge, PROBE)  # the edge has read the whole flood by now
     assert edge.rpc("htable.get", "ipban", PROBE)["item"]["value"] == 1
-    assert not answers_options(edge, PROBE)
+    flood(edge, CALLER)
     assert answers_options(edge, CALLER)  # RingCX is never flood-banned
+
+
+def test_testing_hook_turns_flood_protection_off(start_edge: Callable[..., Edge]) -> None:
+    """With TESTING, `pv.shvSet pike_off` lets a test flood the edge without bans."""
+    edge = start_edge(probes=[f"{PROBE}/32"], defines={"PIKE_REQS": "5"})
+    edge.rpc("pv.shvSet", "pike_off", "int", 1)
+    flood(edge, PROBE)
+    assert answers_options(edge, PROBE)
+    assert edge.rpc("htable.dump", "ipban") == []
 
 
 MALFORMED = [

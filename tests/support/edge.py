@@ -18,6 +18,7 @@ import socket
 import subprocess
 import threading
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -25,6 +26,8 @@ from pathlib import Path
 from typing import Any
 
 import psutil
+
+from ivagate.emulator.tls import self_signed
 
 __all__ = [
     "CALLER",
@@ -42,6 +45,7 @@ __all__ = [
     "start_caller",
     "start_node",
     "start_sipp",
+    "write_certificates",
 ]
 
 REPO = Path(__file__).resolve().parents[2]
@@ -73,6 +77,18 @@ def free_port(host: str = "127.0.0.1") -> int:
                     continue
             return port
     raise RuntimeError(f"no free TCP+UDP port on {host}")
+
+
+def write_certificates(directory: Path) -> Path:
+    """Throwaway TLS files as the shipped tls.cfg names them: tls.crt/tls.key for the edge,
+    client.crt/client.key for a caller, and ca.crt (the self-signed client.crt, its own
+    trust anchor) for WITH_TLS_CLIENT_VERIFY."""
+    for name, stem in (("localhost", "tls"), ("ringcx-client", "client")):
+        cert, key = self_signed(directory / stem, name)
+        shutil.move(cert, directory / f"{stem}.crt")
+        shutil.move(key, directory / f"{stem}.key")
+    shutil.copy(directory / "client.crt", directory / "ca.crt")
+    return directory
 
 
 @dataclass
@@ -200,8 +216,11 @@ class Edge:
             data=body.encode(),
             headers={"Content-Type": "application/json"},
         )
-        with urllib.request.urlopen(request, timeout=5) as response:
-            answer = json.loads(response.read())
+        try:
+            with urllib.request.urlopen(request, timeout=5) as response:
+                answer = json.loads(response.read())
+        except urllib.error.HTTPError as error:  # JSON-RPC errors come with HTTP 500
+            answer = json.loads(error.read() or b"{}") or {"error": str(error)}
         if "error" in answer:
             raise RuntimeError(f"RPC {method} failed: {answer['error']}")
         return answer.get("result")
