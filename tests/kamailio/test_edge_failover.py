@@ -67,6 +67,8 @@ async def test_refusing_node_fails_over_to_next(
     assert await asyncio.to_thread(node.wait, 10) == 0
     assert len(node.received("INVITE")) == 1
     assert f"failed with {status}" in edge.log()
+    _, metrics = edge.http_get("/metrics")
+    assert f'kamailio_edge_failover_total{{status="{status}"}} 1' in metrics
 
 
 def test_hung_node_is_cancelled_after_the_timer_and_call_moves_on(
