@@ -26,12 +26,6 @@ from tests.support.stack import (
 os.environ.setdefault("TESTCONTAINERS_RYUK_DISABLED", "true")
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    for item in items:
-        if item.path.parent.name == "stack":
-            item.add_marker(pytest.mark.docker)
-
-
 @pytest.fixture(scope="session")
 def stack_images() -> StackImages:
     """The edge and control images, built from this repository (cached layers after the first)."""

@@ -28,7 +28,9 @@ def compose_missing() -> bool:
     return plugin.returncode != 0 and shutil.which("docker-compose") is None
 
 
-pytestmark = pytest.mark.skipif(
+pytestmark = pytest.mark.docker
+
+needs_compose = pytest.mark.skipif(
     compose_missing(),
     reason="needs Docker Compose: the docker-compose package (1.29+) or the docker compose plugin",
 )
@@ -84,6 +86,7 @@ def stack_env(stack_images: StackImages, tmp_path: Path) -> Iterator[dict[str, s
         subprocess.run([REPO / "scripts" / "stack", "down"], env=env, cwd=REPO, check=False)
 
 
+@needs_compose
 def test_make_up_places_one_passing_call(stack_env: dict[str, str], tmp_path: Path) -> None:
     """``scripts/stack up`` makes the settings, starts the stack; its call passes every check."""
     up = subprocess.run(

@@ -12,6 +12,8 @@ import pytest
 from testcontainers.core.network import Network
 from tests.support.stack import EdgeContainer, EmulatorContainer, StackImages, StandInContainer
 
+pytestmark = pytest.mark.docker
+
 TRANSPORTS = ["udp", "tcp", "tls"]
 
 

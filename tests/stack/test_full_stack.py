@@ -25,6 +25,7 @@ from tests.support.stack import (
 FREESWITCH_IMAGE = os.environ.get("IVAGATE_TEST_FREESWITCH_IMAGE", "")
 
 pytestmark = [
+    pytest.mark.docker,
     pytest.mark.freeswitch,
     pytest.mark.skipif(
         not FREESWITCH_IMAGE,
