@@ -86,6 +86,20 @@ def test_hung_node_is_cancelled_after_the_timer_and_call_moves_on(
     assert len(node.received("INVITE")) == 1
 
 
+def test_callers_cancel_reaches_the_trying_node(
+    start_edge: Callable[..., Edge], tmp_path: Path
+) -> None:
+    """RingCX giving up during setup: its CANCEL reaches the node, whose 487 reaches RingCX."""
+    (trying,) = nodes(1)
+    edge = start_edge(nodes=uris([trying]), defines={"MEDIA_ANSWER_TIMEOUT": "10000"})
+    node = start_node(tmp_path, trying[1], host=trying[0], scenario="uas_hang")
+    caller = start_caller(edge, tmp_path, scenario="uac_cancel")
+    assert caller.wait() == 0, caller.text() + edge.log()
+    assert node.wait(10) == 0, node.text()
+    assert len(node.received("CANCEL")) == 1
+    assert caller.received("SIP/2.0 487")
+
+
 async def test_every_node_failing_gives_the_caller_an_error(
     start_edge: Callable[..., Edge], tmp_path: Path
 ) -> None:

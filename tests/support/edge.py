@@ -430,14 +430,15 @@ def start_caller(
     timeout: float = 20.0,
     name: str = "caller",
     trace: bool = True,
+    scenario: str = "uac_call",
 ) -> SippRun:
-    """A SIPp RingCX caller (uac_call.xml) toward the edge's UDP/TCP port.
+    """A SIPp RingCX caller (uac_call.xml, or ``scenario``) toward the edge's UDP/TCP port.
 
     ``contact_port``: the port its Contact names (default: SIPp's own, right for UDP).
     """
     port = free_port(host)
     return start_sipp(
-        "uac_call",
+        scenario,
         workdir,
         remote=edge.sip,
         transport=transport,
