@@ -78,11 +78,14 @@ async def test_crlf_pings_keep_the_call_and_connection(start_edge: Callable[...,
     assert len(report.infos) == 4 and report.bye_from_remote
 
 
-async def test_16k_info_over_tls_arrives_whole(start_edge: Callable[..., Edge]) -> None:
-    """A 16 KB JSON INFO from the node reaches the TLS caller byte for byte."""
+@pytest.mark.parametrize("node_transport", ["udp", "tcp", "tls"])
+async def test_16k_info_over_tls_arrives_whole(
+    start_edge: Callable[..., Edge], node_transport: TransportName
+) -> None:
+    """A 16 KB JSON INFO from the node (over UDP, TCP or TLS) reaches the TLS caller whole."""
     payload = {"intent": "large", "final": True, "data": "x" * (16 * 1024 - 48)}
     assert len(json.dumps(payload)) >= 16 * 1024 - 16
-    node = node_at(infos=[payload], bye_after=None)
+    node = node_at(node_transport, infos=[payload], bye_after=None)
     edge = start_edge(nodes=[node_uri(node)])
     async with node:
         report = await run_call(plan(edge, "tls"))
