@@ -9,7 +9,14 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from tests.support.edge import CALLER, ContactSpy, Edge, EdgeSetup, write_certificates
+from tests.support.edge import (
+    CALLER,
+    ContactSpy,
+    Edge,
+    EdgeSetup,
+    stop_all_sipp,
+    write_certificates,
+)
 
 
 @pytest.fixture(scope="session")
@@ -41,3 +48,10 @@ def contact_spy() -> Iterator[ContactSpy]:
     spy = ContactSpy(CALLER)
     yield spy
     spy.close()
+
+
+@pytest.fixture(autouse=True)
+def no_sipp_left() -> Iterator[None]:
+    """SIPp nodes that never got their call are stopped with the test."""
+    yield
+    stop_all_sipp()

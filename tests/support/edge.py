@@ -45,6 +45,7 @@ __all__ = [
     "start_caller",
     "start_node",
     "start_sipp",
+    "stop_all_sipp",
     "write_certificates",
 ]
 
@@ -345,6 +346,10 @@ class SippRun:
         return self.output.read_text(errors="replace") if self.output.exists() else ""
 
 
+# every SIPp started here, so a test's teardown can stop the ones still waiting for calls
+STARTED: list[SippRun] = []
+
+
 def start_sipp(
     scenario: str,
     workdir: Path,
@@ -388,7 +393,15 @@ def start_sipp(
         proc = subprocess.Popen(
             cmd, stdout=out, stderr=subprocess.STDOUT, cwd=workdir, start_new_session=True
         )
-    return SippRun(proc, messages, output)
+    run = SippRun(proc, messages, output)
+    STARTED.append(run)
+    return run
+
+
+def stop_all_sipp() -> None:
+    """Stop every SIPp this process started that still runs (test teardown)."""
+    while STARTED:
+        STARTED.pop().stop()
 
 
 def start_node(
