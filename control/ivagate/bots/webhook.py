@@ -208,9 +208,9 @@ class WebhookBot(Bot):
                     await call.play(source)
                 case Say(text=text):
                     await call.say(text)
-                case Gather(max_digits=max_digits, timeout=timeout, prompt=prompt):
+                case Gather():
                     digits = await call.collect_digits(
-                        max_digits, timeout, prompt, action.terminators
+                        action.max_digits, action.timeout, action.prompt, action.terminators
                     )
                     return _Event(name="gather", data={"digits": digits})
                 case Update(payload=payload):
@@ -254,36 +254,14 @@ class WebhookBot(Bot):
         """POST ``event`` (up to ``attempts`` times) and parse the reply."""
         if self.settings.url is None:
             raise _WebhookUnavailable("webhook.url is not set")
-        self._seq += 1
-        body = json.dumps(
-            {
-                "version": PROTOCOL_VERSION,
-                "id": f"{call.uuid}:{self._seq}",
-                "event": event.name,
-                "call": _summary(call),
-                "data": event.data,
-            }
-        ).encode()
-        headers = {"Content-Type": "application/json"}
-        if self.settings.secret is not None:
-            timestamp = str(int(time.time()))
-            headers[TIMESTAMP_HEADER] = timestamp
-            headers[SIGNATURE_HEADER] = sign(
-                self.settings.secret.get_secret_value().encode(), timestamp, body
-            )
-        if self._session is None:
-            self._session = aiohttp.ClientSession(
-                timeout=aiohttp.ClientTimeout(total=self.settings.timeout),
-                headers={"User-Agent": f"ivagate/{__version__}"},
-            )
+        url = str(self.settings.url)
+        body, headers = self._request(call, event)
         failure = ""
         for attempt in range(attempts):
             if attempt:
                 await asyncio.sleep(RETRY_BACKOFF * attempt)
             try:
-                async with self._session.post(
-                    str(self.settings.url), data=body, headers=headers
-                ) as resp:
+                async with self._client().post(url, data=body, headers=headers) as resp:
                     if resp.status in RETRY_STATUSES:
                         failure = f"HTTP {resp.status}"
                         continue
@@ -298,6 +276,34 @@ class WebhookBot(Bot):
             except ValidationError as exc:
                 raise _WebhookUnavailable(f"reply breaks the protocol: {exc}") from exc
         raise _WebhookUnavailable(f"{attempts} attempt(s) failed, last: {failure}")
+
+    def _request(self, call: Call, event: _Event) -> tuple[bytes, dict[str, str]]:
+        """The next event's body and headers, signed when a secret is set."""
+        self._seq += 1
+        envelope = {
+            "version": PROTOCOL_VERSION,
+            "id": f"{call.uuid}:{self._seq}",
+            "event": event.name,
+            "call": _summary(call),
+            "data": event.data,
+        }
+        body = json.dumps(envelope).encode()
+        headers = {"Content-Type": "application/json"}
+        if self.settings.secret is not None:
+            timestamp = str(int(time.time()))
+            key = self.settings.secret.get_secret_value().encode()
+            headers[TIMESTAMP_HEADER] = timestamp
+            headers[SIGNATURE_HEADER] = sign(key, timestamp, body)
+        return body, headers
+
+    def _client(self) -> aiohttp.ClientSession:
+        """The call's HTTP session (its connection is reused), made on first use."""
+        if self._session is None:
+            self._session = aiohttp.ClientSession(
+                timeout=aiohttp.ClientTimeout(total=self.settings.timeout),
+                headers={"User-Agent": f"ivagate/{__version__}"},
+            )
+        return self._session
 
 
 def _refused(call: Call, action: Update | Finish, exc: PayloadError) -> _Event:
