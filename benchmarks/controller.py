@@ -14,6 +14,8 @@ Phases and figures:
    the controller's CPU as a share of one core over the steady part of the run.
 2. concurrency: ``CONCURRENT`` calls held open at once (each waiting for its BYE after the
    final intent): the controller's RSS.
+3. peak: ``PEAK_CALLS`` offered at ``PEAK_RATE``, BYE as soon as the final INFO is seen:
+   the calls/s the controller completes when offered more than it can take.
 
 Every call must end as Success (``ivagate_calls_total`` from ``GET /metrics``). Targets:
 p99 < 10 ms and CPU < 15 % at 150 calls/s, RSS < 200 MB at 500 calls. Returns 1 on a miss.
@@ -33,7 +35,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -52,6 +54,8 @@ SECONDS = 10.0  # length of the rate phase
 WARMUP = 2.0  # seconds of the rate phase left out of the CPU figure
 HOLD = 1.0  # seconds between a call's final INFO and RingCX's BYE
 CONCURRENT = 500
+PEAK_CALLS = 1000  # offered faster than the controller can take them: its capacity
+PEAK_RATE = 1000.0
 TARGET_P99 = 0.010
 TARGET_CPU = 0.15
 TARGET_RSS = 200 * 2**20
@@ -116,10 +120,17 @@ class Caller:
                     del self.open[uuid]
             await asyncio.sleep(0.01)
 
-    async def all_ended(self) -> None:
-        await wait_until(
-            lambda: not self.open, 60, f"the final intent of {len(self.open)} open calls"
-        )
+    @contextlib.asynccontextmanager
+    async def hanging_up(self) -> AsyncIterator[None]:
+        """BYEs go out while inside; leaving waits until every call has ended."""
+        task = asyncio.create_task(self.hang_up())
+        try:
+            yield
+            await wait_until(
+                lambda: not self.open, 60, f"the final intent of {len(self.open)} open calls"
+            )
+        finally:
+            task.cancel()
 
     def final_count(self) -> int:
         return sum(1 for c in self.open.values() if c.infos and c.infos[-1].get("final"))
@@ -191,19 +202,15 @@ async def wait_until(condition: Callable[[], bool], seconds: float, what: str) -
 
 async def rate_phase(double: EslDouble, controller: Controller) -> dict[str, float]:
     caller = Caller(double, HOLD)
-    hanging = asyncio.create_task(caller.hang_up())
     calls = round(RATE * SECONDS)
     stats, own = controller.stats, psutil.Process()
     started = time.perf_counter()
-    offering = asyncio.create_task(caller.offer(calls, RATE))
-    await asyncio.sleep(WARMUP)
-    cpu_from, own_from, cpu_at = stats.cpu_times(), own.cpu_times(), time.perf_counter()
-    await offering
-    cpu_to, own_to, cpu_until = stats.cpu_times(), own.cpu_times(), time.perf_counter()
-    try:
-        await caller.all_ended()
-    finally:
-        hanging.cancel()
+    async with caller.hanging_up():
+        offering = asyncio.create_task(caller.offer(calls, RATE))
+        await asyncio.sleep(WARMUP)
+        cpu_from, own_from, cpu_at = stats.cpu_times(), own.cpu_times(), time.perf_counter()
+        await offering
+        cpu_to, own_to, cpu_until = stats.cpu_times(), own.cpu_times(), time.perf_counter()
     finished = time.perf_counter()
     latencies = info_latencies(double, started)
     window = cpu_until - cpu_at
@@ -224,12 +231,18 @@ async def concurrency_phase(double: EslDouble, controller: Controller) -> dict[s
     await wait_until(lambda: caller.final_count() == CONCURRENT, 60, "every final intent")
     active = await controller.metric("ivagate_active_calls")
     rss = controller.stats.memory_info().rss
-    hanging = asyncio.create_task(caller.hang_up())
-    try:
-        await caller.all_ended()
-    finally:
-        hanging.cancel()
+    async with caller.hanging_up():
+        pass
     return {"active": active, "rss": rss}
+
+
+async def peak_phase(double: EslDouble) -> float:
+    """Calls/s completed with ``PEAK_CALLS`` offered at ``PEAK_RATE`` and no hold."""
+    caller = Caller(double, hold=0.0)
+    started = time.perf_counter()
+    async with caller.hanging_up():
+        await caller.offer(PEAK_CALLS, PEAK_RATE)
+    return PEAK_CALLS / (time.perf_counter() - started)
 
 
 async def run() -> int:
@@ -244,7 +257,8 @@ async def run() -> int:
                 )
                 rate = await rate_phase(double, controller)
                 concurrency = await concurrency_phase(double, controller)
-                total = rate["calls"] + CONCURRENT
+                peak = await peak_phase(double)
+                total = rate["calls"] + CONCURRENT + PEAK_CALLS
                 await wait_until(
                     lambda: all(c.state == "gone" for c in double.channels.values()),
                     30,
@@ -259,10 +273,12 @@ async def run() -> int:
             raise
         finally:
             await double.stop()
-    return report(rate, concurrency, total, success)
+    return report(rate, concurrency, peak, total, success)
 
 
-def report(rate: dict[str, float], conc: dict[str, float], total: float, success: float) -> int:
+def report(
+    rate: dict[str, float], conc: dict[str, float], peak: float, total: float, success: float
+) -> int:
     checks = [
         (f"p99 < {TARGET_P99 * 1000:.0f} ms at {RATE:.0f} calls/s", rate["p99"] < TARGET_P99),
         (f"CPU < {TARGET_CPU:.0%} of a core at {RATE:.0f} calls/s", rate["cpu"] < TARGET_CPU),
@@ -286,6 +302,9 @@ def report(rate: dict[str, float], conc: dict[str, float], total: float, success
     print(
         f"concurrency phase: {conc['active']:.0f} active calls, "
         f"controller RSS {conc['rss'] / 2**20:.1f} MB"
+    )
+    print(
+        f"peak phase: {PEAK_CALLS} calls offered at {PEAK_RATE:.0f}/s, completed {peak:.1f} calls/s"
     )
     print(f"outcomes: {success:.0f} Success of {total:.0f} calls")
     for name, passed in checks:
