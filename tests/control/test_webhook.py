@@ -372,3 +372,23 @@ async def test_webhook_bot_drives_a_real_call(
     assert start["data"]["headers"]["X-Custom"] == ["a b"]
     assert gather["data"] == {"digits": "1"}
     assert hangup["data"] == {"outcome": "Success"}
+
+
+async def test_caller_digit_reaches_the_webhook_through_the_controller(
+    webhook: Webhook, double: EslDouble, controller_on: Callable[..., Awaitable[Controller]]
+) -> None:
+    """A DTMF event outside gather is posted as ``dtmf``; its reply's hangup ends the call."""
+    webhook.script = [
+        actions(),
+        actions({"action": "hangup", "cause": "USER_BUSY"}),
+        ignored,
+    ]
+    await controller_on(webhook={"url": webhook.url}, routing={"default_bot": "webhook"})
+    uuid = await double.park()
+    await double.wait_for(lambda: len(webhook.requests) == 1)
+    await double.press(uuid, "4")
+    await double.wait_for(lambda: len(webhook.requests) == 3)
+    assert [e["event"] for e in webhook.events] == ["start", "dtmf", "hangup"]
+    assert webhook.events[1]["data"] == {"digit": "4"}
+    assert webhook.events[2]["data"] == {"outcome": "Failed"}
+    assert double.channels[uuid].hangup_cause == "USER_BUSY"
