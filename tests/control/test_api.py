@@ -188,8 +188,9 @@ async def test_finish_then_409(double: EslDouble, api: Api) -> None:
     )
     await double.wait_for(lambda: bool(double.channels[uuid].infos))
     assert double.channels[uuid].infos == [{"intent": "Sales", "final": True}]
-    again = await client.post(f"/calls/{uuid}/finish", json={"intent": "x"}, headers=AUTH)
-    assert "already sent" in await error_of(again, 409)
+    for action in ("finish", "update"):
+        again = await client.post(f"/calls/{uuid}/{action}", json={"n": 1}, headers=AUTH)
+        assert "already sent" in await error_of(again, 409)
     await double.caller_hangup(uuid)
     response = await finishing
     assert response.status == 200

@@ -13,8 +13,9 @@ call's record (``ivagate.calls.CallRecord``: identities, bot, timestamps, outcom
 * ``POST /calls/{id}/hangup``: optional body ``{"cause": "NORMAL_CLEARING"}``; BYE now.
 
 Errors: 400 body not a JSON object or payload refused (uses ``final``, not serialisable),
-404 unknown call, 409 call already ended (or final intent already sent), 413 payload over
-``call.info_max_bytes``. A refused payload changes nothing: the call goes on.
+404 unknown call, 409 call already ended (or, for update and finish, its final intent already
+sent), 413 payload over ``call.info_max_bytes``. A refused payload changes nothing: the call
+goes on.
 """
 
 from __future__ import annotations
@@ -58,7 +59,7 @@ async def get_call(request: web.Request) -> web.Response:
 
 @routes.post("/calls/{id}/update")
 async def update(request: web.Request) -> web.Response:
-    call = _live_call(request)
+    call = _before_final(request)
     payload = await _payload(request, final=False)
     try:
         await call.send_update(payload)
@@ -69,9 +70,7 @@ async def update(request: web.Request) -> web.Response:
 
 @routes.post("/calls/{id}/finish")
 async def finish(request: web.Request) -> web.Response:
-    call = _live_call(request)
-    if call.record.final_at is not None:
-        raise ApiError(HTTPStatus.CONFLICT, f"call {call.uuid}: the final intent was already sent")
+    call = _before_final(request)
     payload = await _payload(request, final=True) if request.body_exists else {}
     try:
         await call.finish(payload)
@@ -110,6 +109,14 @@ def _live_call(request: web.Request) -> CallSession:
     call = _call(request)
     if call.ended:
         raise _ended(call)
+    return call
+
+
+def _before_final(request: web.Request) -> CallSession:
+    """A live call whose final intent is not sent yet: RingCX reads nothing after it."""
+    call = _live_call(request)
+    if call.record.final_at is not None:
+        raise ApiError(HTTPStatus.CONFLICT, f"call {call.uuid}: the final intent was already sent")
     return call
 
 
