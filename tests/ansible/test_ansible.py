@@ -9,11 +9,12 @@ import subprocess
 import time
 
 import pytest
-from tests.ansible.conftest import (
+from tests.support.ansible_site import (
     ANSIBLE_DIR,
     API_TOKEN,
     BIN,
     ESL_PASSWORD,
+    OPERATOR_KEY,
     STAND_IN_PORT,
     Applied,
     Site,
@@ -58,6 +59,8 @@ def test_first_apply_provisions_the_host(applied: Applied, site: Site) -> None:
     assert applied.first.failed == 0 and applied.first.changed > 0
     active = site.exec("systemctl", "is-active", "kamailio", "ivagate-controller", "nftables")
     assert active.split() == ["active", "active", "active"]
+    assert site.exec("cat", "/home/operator/.ssh/authorized_keys").strip() == OPERATOR_KEY
+    assert "sudo" in site.exec("id", "-nG", "operator").split()
 
 
 @pytest.mark.docker
@@ -161,7 +164,7 @@ def test_allowlist_update_reloads_over_rpc(applied: Applied, site: Site) -> None
     assert "RUNNING HANDLER [kamailio : Reload the Kamailio allowlist]" in run.output
     assert "Restart the Kamailio service" not in run.output
     assert site.exec("cat", "/run/kamailio/kamailio.pid") == pid_before
-    assert "192.0.2.0" in json.dumps(kamailio_rpc(site, "permissions.addressDump"))
+    assert "192.0.2.0" in json.dumps(kamailio_rpc(site, "permissions.subnetDump"))
 
 
 @pytest.mark.docker

@@ -1,0 +1,152 @@
+"""Running ivagate's site.yml against a container target: the pieces tests/ansible uses.
+
+Docker objects are named ``ivagate-ansible-<session>`` and labelled ``ivagate=ansible``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import docker
+import pytest
+from docker.errors import DockerException
+from docker.models.containers import Container
+
+__all__ = [
+    "ANSIBLE_DIR",
+    "API_TOKEN",
+    "BASE_IMAGE",
+    "BIN",
+    "ESL_PASSWORD",
+    "LABELS",
+    "OPERATOR_KEY",
+    "REPO",
+    "SESSION",
+    "STAND_IN_PORT",
+    "TARGET_IMAGE",
+    "Applied",
+    "Run",
+    "Site",
+    "Target",
+    "ansible_env",
+    "docker_client",
+    "snapshot_sources",
+]
+
+REPO = Path(__file__).resolve().parents[2]
+ANSIBLE_DIR = REPO / "ansible"
+BIN = Path(sys.executable).parent
+BASE_IMAGE = "ivagate/debian:bookworm-slim"
+TARGET_IMAGE = "ivagate-ansible-target:latest"
+LABELS = {"ivagate": "ansible"}
+SESSION = uuid.uuid4().hex[:8]
+ESL_PASSWORD = "test-esl-secret"
+API_TOKEN = "test-api-token"
+OPERATOR_KEY = (
+    "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIC4J8/+59I8X1x6zlv1tMCsvNjpzxtJwSOTYIGhFXesf op@test"
+)
+STAND_IN_PORT = 5090  # inside the target's own network namespace
+RECAP = re.compile(
+    r"^(\S+)\s+:\s+ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", re.MULTILINE
+)
+
+
+@dataclass(frozen=True)
+class Target:
+    container: Container
+    address: str  # the container's address on the public network (the edge's address)
+    gateway: str  # this machine's address there: RingCX and the operator
+    media_address: str  # the container's address on the private media network
+
+
+@dataclass(frozen=True)
+class Run:
+    returncode: int
+    output: str
+    changed: int
+    failed: int
+
+
+@dataclass(frozen=True)
+class Site:
+    target: Target
+    inventory: Path
+    sources: Path  # snapshot of the repository's config trees and package
+    log_dir: Path
+
+    def play(self, *args: str, extra: dict[str, Any] | None = None, name: str = "run") -> Run:
+        """Runs site.yml on the target; the recap gives the change and failure counts."""
+        command = [str(BIN / "ansible-playbook"), "-i", str(self.inventory), "site.yml", *args]
+        if extra is not None:
+            extra_file = self.log_dir / f"{name}.json"
+            extra_file.write_text(json.dumps(extra))
+            command += ["-e", f"@{extra_file}"]
+        done = subprocess.run(
+            command,
+            cwd=ANSIBLE_DIR,
+            capture_output=True,
+            text=True,
+            env=ansible_env(),
+            check=False,
+        )
+        output = done.stdout + done.stderr
+        (self.log_dir / f"{name}.log").write_text(output)
+        recap = RECAP.findall(output)
+        assert recap, f"no PLAY RECAP in ansible-playbook output:\n{output[-3000:]}"
+        return Run(
+            returncode=done.returncode,
+            output=output,
+            changed=sum(int(row[2]) for row in recap),
+            failed=sum(int(row[4]) for row in recap),
+        )
+
+    def exec(self, *command: str) -> str:
+        """Runs a command in the target and returns its output; it must succeed."""
+        code, output = self.target.container.exec_run(list(command))
+        text = output.decode(errors="replace")
+        assert code == 0, f"{command} exited {code}: {text}"
+        return text
+
+
+def ansible_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(
+        PATH=f"{BIN}:{env.get('PATH', '')}",
+        ANSIBLE_NOCOLOR="1",
+        ANSIBLE_FORCE_COLOR="0",
+        ANSIBLE_LOCAL_TEMP=str(Path("/tmp") / f"ivagate-ansible-{SESSION}"),
+    )
+    return env
+
+
+def docker_client() -> docker.DockerClient:
+    try:
+        client = docker.from_env()
+        client.ping()
+    except DockerException as exc:
+        pytest.skip(f"Docker is not available: {exc}")
+    return client
+
+
+def snapshot_sources(into: Path) -> Path:
+    """Copies what the roles read, so edits made while the test runs cannot change it."""
+    ignore = shutil.ignore_patterns("__pycache__", "*.egg-info", "build")
+    for tree in ("kamailio", "freeswitch", "control"):
+        shutil.copytree(REPO / tree, into / tree, ignore=ignore)
+    shutil.copy2(REPO / "pyproject.toml", into / "pyproject.toml")
+    return into
+
+
+@dataclass(frozen=True)
+class Applied:
+    first: Run
+    second: Run
