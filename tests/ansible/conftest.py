@@ -47,7 +47,15 @@ def target() -> Iterator[Target]:
     )
     name = f"ivagate-ansible-{SESSION}"
     public = client.networks.create(name, driver="bridge", labels=LABELS)
-    media = client.networks.create(f"{name}-media", driver="bridge", labels=LABELS)
+    # No masquerading on the media network: a packet this machine sends from its address
+    # there keeps that source (the firewall test's outsider) instead of becoming the
+    # allowlisted public gateway.
+    media = client.networks.create(
+        f"{name}-media",
+        driver="bridge",
+        labels=LABELS,
+        options={"com.docker.network.bridge.enable_ip_masquerade": "false"},
+    )
     try:
         container = client.containers.run(
             TARGET_IMAGE,
@@ -67,11 +75,13 @@ def target() -> Iterator[Target]:
             container.reload()
             networks = container.attrs["NetworkSettings"]["Networks"]
             public.reload()
+            media.reload()
             yield Target(
                 container=container,
                 address=networks[name]["IPAddress"],
                 gateway=public.attrs["IPAM"]["Config"][0]["Gateway"],
                 media_address=networks[f"{name}-media"]["IPAddress"],
+                media_gateway=media.attrs["IPAM"]["Config"][0]["Gateway"],
             )
         finally:
             container.remove(force=True)

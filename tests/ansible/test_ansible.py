@@ -5,6 +5,7 @@ they provisioned, an allowlist update reloaded over RPC, and the FreeSWITCH role
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import time
 
@@ -129,6 +130,17 @@ async def test_emulator_call_through_provisioned_edge(
     assert report.ok, report.to_dict()
     assert report.invite_status == 200
     assert [info.json for info in report.infos] == INFOS
+
+
+@pytest.mark.docker
+def test_firewall_admits_sip_only_from_the_allowlist(applied: Applied, site: Site) -> None:
+    """The TLS port takes a connection from the allowlisted address; nftables drops any other."""
+    edge = (site.target.address, 5061)
+    with socket.create_connection(edge, timeout=5, source_address=(site.target.gateway, 0)):
+        pass
+    outsider = (site.target.media_gateway, 0)  # this machine, but not on the allowlist
+    with pytest.raises(TimeoutError):
+        socket.create_connection(edge, timeout=2, source_address=outsider).close()
 
 
 @pytest.mark.docker

@@ -66,6 +66,7 @@ class Target:
     address: str  # the container's address on the public network (the edge's address)
     gateway: str  # this machine's address there: RingCX and the operator
     media_address: str  # the container's address on the private media network
+    media_gateway: str  # this machine's address there: a source not on the allowlist
 
 
 @dataclass(frozen=True)
