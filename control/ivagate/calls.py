@@ -29,14 +29,14 @@ from collections.abc import Awaitable, Iterator, Mapping
 from typing import Any, TypeVar
 
 from multidict import CIMultiDictProxy
-from pydantic import BaseModel, computed_field
+from pydantic import BaseModel, Field, computed_field
 
 from . import metrics
 from .bots.base import CallEnded, Outcome, PayloadError
 from .esl import EslClient, EslCommandError
 from .events import ChannelExecuteComplete
 from .info import encode_info, send_info_command
-from .invite import Invite
+from .invite import CallIdentity, Invite
 from .log import CallLogger
 from .settings import CallSettings
 
@@ -59,16 +59,9 @@ class InfoRecord(BaseModel):
     sip_status: int | None = None  # the INFO's SIP response, reported by the edge if at all
 
 
-class CallRecord(BaseModel):
+class CallRecord(CallIdentity):
     """What is known about one call; JSON-able for the API."""
 
-    uuid: str
-    sip_call_id: str
-    did: str
-    caller: str
-    transport: str
-    source: str
-    srtp: bool
     bot: str | None = None
     started_at: float
     answered_at: float | None = None
@@ -77,7 +70,7 @@ class CallRecord(BaseModel):
     outcome: Outcome | None = None
     hangup_cause: str | None = None
     error: str | None = None
-    infos: list[InfoRecord] = []
+    infos: list[InfoRecord] = Field(default_factory=list)
 
     @computed_field  # type: ignore[prop-decorator]
     @property
@@ -96,13 +89,7 @@ class CallSession:
         self.settings = settings
         self.log = log
         self.record = CallRecord(
-            uuid=invite.uuid,
-            sip_call_id=invite.sip_call_id,
-            did=invite.did,
-            caller=invite.caller,
-            transport=invite.transport,
-            source=invite.source,
-            srtp=invite.srtp,
+            **invite.model_dump(include=set(CallIdentity.model_fields)),
             started_at=time.time(),
         )
         self._ended: asyncio.Future[None] = asyncio.get_running_loop().create_future()

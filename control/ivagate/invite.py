@@ -17,15 +17,13 @@ from pydantic import BaseModel, ConfigDict
 
 from .events import ChannelPark, header_value
 
-__all__ = ["Invite", "decode_invite_headers"]
+__all__ = ["CallIdentity", "Invite", "decode_invite_headers"]
 
 _ARRAY = "ARRAY::"
 
 
-class Invite(BaseModel):
-    """The call as it arrived: identities, transport and every header."""
-
-    model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
+class CallIdentity(BaseModel):
+    """Who called whom, and how: what the call record keeps of the INVITE."""
 
     uuid: str
     sip_call_id: str
@@ -34,6 +32,13 @@ class Invite(BaseModel):
     transport: str
     source: str
     srtp: bool
+
+
+class Invite(CallIdentity):
+    """The call as it arrived: identities, transport and every header."""
+
+    model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
+
     headers: CIMultiDictProxy[str]
     raw_headers: dict[str, str]
 
