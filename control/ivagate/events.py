@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 from functools import cached_property, lru_cache
+from typing import Any
 from urllib.parse import unquote
 
 from pydantic import BaseModel, ConfigDict
@@ -135,18 +136,20 @@ def parse_event(text: str, body: str = "") -> EslEvent:
     # model_construct: every value is a str this function extracted; validation would only
     # repeat that at a cost paid for each of the thousands of events a busy node sends.
     name = field("Event-Name")
-    uuid = field("Unique-ID") or None
+    common: dict[str, Any] = {
+        "name": name,
+        "uuid": field("Unique-ID") or None,
+        "text": text,
+        "body": body,
+    }
     match name:
         case "CHANNEL_PARK":
-            return ChannelPark.model_construct(name=name, uuid=uuid, text=text, body=body)
+            return ChannelPark.model_construct(**common)
         case "CHANNEL_ANSWER":
-            return ChannelAnswer.model_construct(name=name, uuid=uuid, text=text, body=body)
+            return ChannelAnswer.model_construct(**common)
         case "CHANNEL_EXECUTE_COMPLETE":
             return ChannelExecuteComplete.model_construct(
-                name=name,
-                uuid=uuid,
-                text=text,
-                body=body,
+                **common,
                 application=field("Application"),
                 application_uuid=field("Application-UUID"),
                 application_response=field("Application-Response"),
@@ -154,19 +157,12 @@ def parse_event(text: str, body: str = "") -> EslEvent:
             )
         case "CHANNEL_HANGUP_COMPLETE":
             return ChannelHangupComplete.model_construct(
-                name=name,
-                uuid=uuid,
-                text=text,
-                body=body,
+                **common,
                 hangup_cause=field("Hangup-Cause"),
                 disposition=field("variable_sip_hangup_disposition"),
             )
         case "BACKGROUND_JOB":
-            return BackgroundJob.model_construct(
-                name=name, uuid=uuid, text=text, body=body, job_uuid=field("Job-UUID")
-            )
+            return BackgroundJob.model_construct(**common, job_uuid=field("Job-UUID"))
         case "DTMF":
-            return Dtmf.model_construct(
-                name=name, uuid=uuid, text=text, body=body, digit=field("DTMF-Digit")
-            )
-    return EslEvent.model_construct(name=name, uuid=uuid, text=text, body=body)
+            return Dtmf.model_construct(**common, digit=field("DTMF-Digit"))
+    return EslEvent.model_construct(**common)
