@@ -10,8 +10,8 @@ most of the controller's CPU.
 
 from __future__ import annotations
 
-import re
-from functools import cached_property, lru_cache
+from collections.abc import Iterator
+from functools import cached_property
 from typing import Any
 from urllib.parse import unquote
 
@@ -26,7 +26,9 @@ __all__ = [
     "ChannelPark",
     "Dtmf",
     "EslEvent",
+    "header_raw",
     "header_value",
+    "headers_named",
     "parse_event",
     "parse_plain_headers",
 ]
@@ -116,15 +118,47 @@ def parse_plain_headers(text: str) -> dict[str, str]:
     return headers
 
 
-@lru_cache(maxsize=64)
-def _line(name: str) -> re.Pattern[str]:
-    return re.compile(rf"^{re.escape(name)}: (.*)$", re.M)
+def _next_line(text: str, prefix: str, begin: int = 0) -> int:
+    """Where the first line from ``begin`` on that starts with ``prefix`` starts, or -1."""
+    if begin == 0 and text.startswith(prefix):
+        return 0
+    at = text.find(f"\n{prefix}", begin)
+    return at if at < 0 else at + 1
+
+
+def _line_end(text: str, start: int) -> int:
+    end = text.find("\n", start)
+    return end if end >= 0 else len(text)
+
+
+def header_raw(text: str, name: str) -> str:
+    """One header of a header block as sent, still URL-encoded (``""`` if absent).
+
+    ``str.find``, not a regular expression: a multi-line pattern is tried at every position
+    of a header block that runs to 10 KB, and each call's events are searched many times.
+    """
+    key = f"{name}: "
+    at = _next_line(text, key)
+    if at < 0:
+        return ""
+    at += len(key)
+    return text[at : _line_end(text, at)]
 
 
 def header_value(text: str, name: str) -> str:
     """One header of a header block, URL-decoded (``""`` if absent), without parsing the rest."""
-    found = _line(name).search(text)
-    return unquote(found.group(1)) if found else ""
+    return unquote(header_raw(text, name))
+
+
+def headers_named(text: str, prefix: str) -> Iterator[tuple[str, str]]:
+    """(name less ``prefix``, value as sent) of every header whose name starts with ``prefix``."""
+    at = _next_line(text, prefix)
+    while at >= 0:
+        end = _line_end(text, at)
+        name, sep, value = text[at + len(prefix) : end].partition(": ")
+        if sep:
+            yield name, value
+        at = _next_line(text, prefix, end)
 
 
 def parse_event(text: str, body: str = "") -> EslEvent:
