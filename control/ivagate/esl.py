@@ -1,13 +1,19 @@
 """The Event Socket adapter: the only module that imports greenswitch or gevent.
 
 greenswitch's ``InboundESL`` runs on its own thread with its own gevent hub; the asyncio
-process is never monkey-patched. Events cross to asyncio with ``loop.call_soon_threadsafe``,
-commands cross to the hub with ``hub.loop.run_callback_threadsafe`` (each command then runs in
-its own greenlet). What greenswitch 0.0.19 lacks is fixed here, in a subclass:
+process is never monkey-patched. Events and replies cross to asyncio with
+``loop.call_soon_threadsafe``, commands cross to the hub with
+``hub.loop.run_callback_threadsafe``; both ways items queue up and one wake-up carries a
+batch (the hub sends its batch once it has read what the socket held), because each wake-up
+costs far more than the item. A batch of commands is written in one ``sendall``, and its
+replies settle their asyncio futures from greenswitch's reader: no greenlet waits for each
+command. What greenswitch 0.0.19 lacks is fixed here, in a subclass:
 
 * ``send()`` used ``socket.send`` and ignored partial writes, so a large INFO body could be
-  cut: we ``sendall`` under a lock, so commands never interleave on the wire and the order of
-  greenswitch's reply queue stays the order of the bytes sent;
+  cut: we write until all is sent, under a lock, so commands never interleave on the wire
+  and the order of greenswitch's reply queue stays the order of the bytes sent;
+* the socket was read through an 8 KB buffer, smaller than one CHANNEL_HANGUP_COMPLETE: a
+  64 KB one reads many events per ``recv``;
 * replies had no timeout: a reply that does not come within ``esl.reply_timeout`` closes the
   connection (replies are matched by position, so the connection cannot be trusted after a
   lost one) and the caller gets ``EslTimeout``;
@@ -27,6 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import socket
 import threading
@@ -62,6 +69,8 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
+_READ_BUFFER = 1 << 16  # bytes; a CHANNEL_HANGUP_COMPLETE alone is some 10 KB
+
 
 class EslError(RuntimeError):
     """An Event Socket command could not be carried out."""
@@ -92,12 +101,9 @@ class EslListener(Protocol):
 class _Connection(InboundESL):  # type: ignore[misc]  # greenswitch is untyped
     """greenswitch's InboundESL with its gaps fixed (see the module docstring)."""
 
-    def __init__(
-        self,
-        settings: EslSettings,
-        on_event: Callable[[EslEvent], None],
-        awaited: Callable[[str], bool],
-    ) -> None:
+    sock_file: Any
+
+    def __init__(self, settings: EslSettings, on_event: Callable[[str, str], None]) -> None:
         super().__init__(
             settings.host,
             settings.port,
@@ -105,39 +111,48 @@ class _Connection(InboundESL):  # type: ignore[misc]  # greenswitch is untyped
             timeout=settings.reply_timeout,
         )
         self._send_lock = gevent.lock.Semaphore()
-        self._on_event = on_event
-        self._awaited = awaited
+        self._on_event = on_event  # (header block, body) of each text/event-plain frame
 
     def start_event_handlers(self) -> None:
+        self.sock_file.close()  # connect() made it with the default 8 KB buffer
+        self.sock_file = self.sock.makefile("rb", buffering=_READ_BUFFER)
         super().start_event_handlers()
         # connect() waits for auth/request; a peer that closes at once must end that wait
         self._receive_events_greenlet.link(lambda _: self._auth_request_event.set())
 
-    def send(self, data: str) -> Any:
+    def submit(self, batch: list[tuple[str, Any]]) -> None:
+        """Write commands in one go, each with what receives its reply (``set(event)``)."""
         if not self.connected:
             raise NotConnectedError()
-        reply = gevent.event.AsyncResult()
+        data = memoryview("".join(f"{command}\n\n" for command, _ in batch).encode())
         with self._send_lock:
-            self._commands_sent.append(reply)
-            self.sock.sendall((data + "\n\n").encode())
+            self._commands_sent.extend(reply for _, reply in batch)
+            # send() until all is written: gevent's sendall() costs three more system calls
+            # for each command (it asks for the socket's buffer size)
+            while data:
+                data = data[self.sock.send(data) :]
+
+    def send(self, data: str) -> Any:
+        reply = gevent.event.AsyncResult()
+        self.submit([(data, reply)])
         try:
             return reply.get(timeout=self.timeout)
         except gevent.Timeout:
-            log.error("no reply from FreeSWITCH within %ss; reconnecting", self.timeout)
-            self.close()
-            raise EslTimeout(f"no reply within {self.timeout}s") from None
+            raise self.reply_late() from None
+
+    def reply_late(self) -> EslTimeout:
+        """A reply did not come in time: drop the connection (replies are matched by
+        position, so it cannot be trusted after a lost one)."""
+        log.error("no reply from FreeSWITCH within %ss; reconnecting", self.timeout)
+        self.close()
+        return EslTimeout(f"no reply within {self.timeout}s")
 
     def handle_event(self, event: Any) -> None:
         try:
             if event.headers.get("Content-Type") == "text/event-plain":
                 text = self._read_socket(self.sock_file, int(event.headers["Content-Length"]))
                 head, _, body = text.partition("\n\n")
-                # Every dialplan application of every call completes with an event; only
-                # those we started (our Event-UUID) are worth handing over.
-                if header_value(head, "Event-Name") != "CHANNEL_EXECUTE_COMPLETE" or (
-                    self._awaited(header_value(head, "Application-UUID"))
-                ):
-                    self._on_event(parse_event(head, body))
+                self._on_event(head, body)
             else:
                 super().handle_event(event)
         except Exception:
@@ -169,6 +184,43 @@ class _Connection(InboundESL):  # type: ignore[misc]  # greenswitch is untyped
         self._commands_sent.clear()
 
 
+class _Reply:
+    """A command's place in greenswitch's reply queue: settles an asyncio future from the hub,
+    so no greenlet waits for each command. A reply that does not come within
+    ``esl.reply_timeout`` of the command being written drops the connection."""
+
+    __slots__ = ("_client", "_conn", "_done", "_future", "_timer")
+
+    def __init__(self, client: EslClient, conn: _Connection, future: asyncio.Future[Any]) -> None:
+        self._client = client
+        self._conn = conn
+        self._future = future
+        self._done = False
+        self._timer: Any = gevent.get_hub().loop.timer(conn.timeout)
+
+    def arm(self) -> None:
+        """Start the reply timeout (once the command is written; its reply may be in)."""
+        if not self._done:
+            self._timer.start(self._late)
+
+    def ready(self) -> bool:
+        return self._done
+
+    def set(self, event: Any) -> None:
+        self._settle(event.data, None)
+
+    def set_exception(self, error: BaseException) -> None:
+        self._settle(None, error)
+
+    def _settle(self, reply: str | None, error: BaseException | None) -> None:
+        self._done = True
+        self._timer.stop()
+        self._client.to_loop(_settle, self._future, reply, error)
+
+    def _late(self) -> None:
+        self.set_exception(self._conn.reply_late())
+
+
 class EslClient:
     """One inbound Event Socket connection, reconnected with backoff, used from asyncio."""
 
@@ -182,12 +234,17 @@ class EslClient:
         self._conn: _Connection | None = None
         self._stopping = False
         self._connected = False
+        self._id_prefix = str(uuid.uuid4())[:24]
+        self._ids = itertools.count(1)
         self._jobs: dict[str, asyncio.Future[str]] = {}
         self._apps: dict[str, asyncio.Future[ChannelExecuteComplete]] = {}
-        # Hand-offs between the threads queue up here and wake the other side once per
-        # batch, not once per item: under load most items ride on a wake-up already sent.
+        # Hand-offs between the threads. Each side drains its queue when woken and clears
+        # its "woken" flag before draining, so an item is never left without a wake-up.
         self._to_asyncio: deque[tuple[Callable[..., None], tuple[Any, ...]]] = deque()
         self._to_hub: deque[tuple[str, asyncio.Future[Any]]] = deque()
+        self._loop_woken = False
+        self._hub_woken = False
+        self._flush_due = False  # the hub wakes asyncio once it has read what it can
 
     @property
     def connected(self) -> bool:
@@ -221,11 +278,14 @@ class EslClient:
 
     async def bgapi(self, command: str) -> str:
         """``bgapi <command>``: the BACKGROUND_JOB body, matched by our ``Job-UUID``."""
-        job_uuid = str(uuid.uuid4())
+        job_uuid = self._new_id()
         done = self._future(self._jobs, job_uuid)
         try:
             await self._expect_ok(f"bgapi {command}\nJob-UUID: {job_uuid}")
-            return await asyncio.wait_for(done, self.settings.reply_timeout)
+            if not done.done():  # it usually came in the same batch as the reply
+                await asyncio.wait_for(done, self.settings.reply_timeout)
+            body: str = done.result()
+            return body
         except TimeoutError:
             raise EslTimeout(f"no BACKGROUND_JOB for {command!r}") from None
         finally:
@@ -235,7 +295,7 @@ class EslClient:
         """Run dialplan ``app`` on ``channel`` (``sendmsg``) and wait for it to complete."""
         if "\n" in arg or "\n" in app:
             raise ValueError("application name and argument must be one line")
-        event_uuid = str(uuid.uuid4())
+        event_uuid = self._new_id()
         done = self._future(self._apps, event_uuid)
         lines = [f"sendmsg {channel}", "call-command: execute", f"execute-app-name: {app}"]
         if arg:
@@ -250,10 +310,18 @@ class EslClient:
 
     # -- asyncio side ------------------------------------------------------------------
 
-    def _future(self, table: dict[str, asyncio.Future[Any]], key: str) -> asyncio.Future[Any]:
+    def _new_id(self) -> str:
+        """A Job-UUID / Event-UUID: unique to this client, in UUID form, without a syscall
+        for random bytes as ``uuid4()`` takes for each."""
+        return f"{self._id_prefix}{next(self._ids):012x}"
+
+    def _new_future(self) -> asyncio.Future[Any]:
         if not self._connected or self._loop is None:
             raise EslDisconnected("no Event Socket connection")
-        future = table[key] = self._loop.create_future()
+        return self._loop.create_future()
+
+    def _future(self, table: dict[str, asyncio.Future[Any]], key: str) -> asyncio.Future[Any]:
+        future = table[key] = self._new_future()
         return future
 
     async def _expect_ok(self, data: str) -> None:
@@ -262,16 +330,16 @@ class EslClient:
             raise EslCommandError(reply.strip())
 
     def _in_hub(self, data: str) -> asyncio.Future[Any]:
-        if not self._connected or self._loop is None:
-            raise EslDisconnected("no Event Socket connection")
-        future = self._loop.create_future()
-        idle = not self._to_hub
+        """Send ``data``; the future is settled by its reply."""
+        future = self._new_future()
         self._to_hub.append((data, future))
-        if idle:
+        if not self._hub_woken:
+            self._hub_woken = True
             self._hub_loop.run_callback_threadsafe(self._send_queued)
         return future
 
     def _run_queued(self) -> None:
+        self._loop_woken = False
         while self._to_asyncio:
             callback, args = self._to_asyncio.popleft()
             callback(*args)
@@ -305,21 +373,30 @@ class EslClient:
             table.clear()
         self._listener.esl_disconnected()
 
-    def _to_loop(self, callback: Callable[..., None], *args: Any) -> None:
-        assert self._loop is not None
-        idle = not self._to_asyncio
-        self._to_asyncio.append((callback, args))
-        if idle:
-            self._loop.call_soon_threadsafe(self._run_queued)
-
     # -- hub thread --------------------------------------------------------------------
+
+    def to_loop(self, callback: Callable[..., None], *args: Any) -> None:
+        """Queue ``callback(*args)`` for the asyncio loop; called on the hub thread only."""
+        self._to_asyncio.append((callback, args))
+        if not self._flush_due:
+            self._flush_due = True
+            self._hub_loop.run_callback(self._flush)
+
+    def _flush(self) -> None:
+        """Wake asyncio for what the hub queued (runs once the hub's greenlets have yielded)."""
+        self._flush_due = False
+        if self._to_asyncio and not self._loop_woken:
+            self._loop_woken = True
+            assert self._loop is not None
+            self._loop.call_soon_threadsafe(self._run_queued)
 
     def _hub_main(self, started: asyncio.Future[None]) -> None:
         hub = gevent.get_hub()  # a new hub: this thread's own
         self._hub_loop = hub.loop
         self._wake = gevent.event.Event()
-        self._to_loop(started.set_result, None)
+        self.to_loop(started.set_result, None)
         gevent.spawn(self._serve).join()
+        self._flush()  # what _serve queued last (the disconnect) must not wait for the hub
         hub.destroy(destroy_loop=True)
 
     def _serve(self) -> None:
@@ -332,22 +409,18 @@ class EslClient:
                 continue
             delay = self.settings.reconnect_min
             self._conn = conn
-            self._to_loop(self._set_connected, True)
+            self.to_loop(self._set_connected, True)
             conn._receive_events_greenlet.join()
             self._conn = None
             conn.close()
             conn.fail_pending()
-            self._to_loop(self._set_connected, False)
+            self.to_loop(self._set_connected, False)
             if not self._stopping:
                 log.warning("Event Socket connection lost; reconnecting")
 
     def _connect(self) -> _Connection | None:
         where = f"{self.settings.host}:{self.settings.port}"
-        conn = _Connection(
-            self.settings,
-            lambda event: self._to_loop(self._dispatch, event),
-            self._apps.__contains__,  # read across threads: a dict lookup is atomic
-        )
+        conn = _Connection(self.settings, self._event_in_hub)
         try:
             with gevent.Timeout(self.settings.reply_timeout, EslTimeout("no auth/request")):
                 conn.connect()
@@ -362,22 +435,46 @@ class EslClient:
         log.info("connected to FreeSWITCH's Event Socket at %s", where)
         return conn
 
-    def _send_queued(self) -> None:
-        while self._to_hub:
-            gevent.spawn(self._send_in_hub, *self._to_hub.popleft())
+    def _event_in_hub(self, head: str, body: str) -> None:
+        """A plain event: handed to asyncio unless nobody there can want it.
 
-    def _send_in_hub(self, data: str, future: asyncio.Future[Any]) -> None:
-        conn = self._conn
-        try:
-            if conn is None or not conn.connected:
-                raise EslDisconnected("no Event Socket connection")
-            reply = conn.send(data)
-        except (NotConnectedError, OSError) as exc:
-            self._to_loop(_settle, future, None, EslDisconnected(str(exc) or "not connected"))
-        except Exception as exc:
-            self._to_loop(_settle, future, None, exc)
+        Every dialplan application of every call completes with an event, and every bgapi
+        of any Event Socket client ends with one; only those we wait for go over (the dict
+        lookups across threads are atomic, and a waiter is registered before its command
+        is sent).
+        """
+        name = header_value(head, "Event-Name")
+        if name == "CHANNEL_EXECUTE_COMPLETE":
+            wanted = header_value(head, "Application-UUID") in self._apps
+        elif name == "BACKGROUND_JOB":
+            wanted = header_value(head, "Job-UUID") in self._jobs
         else:
-            self._to_loop(_settle, future, reply.data, None)
+            wanted = True
+        if wanted:
+            self.to_loop(self._dispatch, parse_event(head, body))
+
+    def _send_queued(self) -> None:
+        self._hub_woken = False
+        batch = [self._to_hub.popleft() for _ in range(len(self._to_hub))]
+        gevent.spawn(self._send_batch, batch)
+
+    def _send_batch(self, batch: list[tuple[str, asyncio.Future[Any]]]) -> None:
+        conn = self._conn
+        if conn is None or not conn.connected:
+            for _, future in batch:
+                self.to_loop(_settle, future, None, EslDisconnected("no Event Socket connection"))
+            return
+        replies = [(data, _Reply(self, conn, future)) for data, future in batch]
+        try:
+            conn.submit(replies)
+        except (NotConnectedError, OSError) as exc:
+            error = EslDisconnected(str(exc) or "not connected")
+            for _, reply in replies:
+                if not reply.ready():
+                    reply.set_exception(error)
+            return
+        for _, reply in replies:
+            reply.arm()
 
     def _stop_in_hub(self) -> None:
         self._wake.set()
@@ -386,7 +483,7 @@ class EslClient:
 
 
 def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
-    if future.done():  # the awaiting side gave up (cancelled)
+    if future.done():  # the awaiting side gave up (cancelled), or was settled already
         return
     if error is not None:
         future.set_exception(error)
