@@ -188,7 +188,8 @@ class Edge:
         runtime.mkdir(exist_ok=True)
         cmd = [KAMAILIO, "-f", str(EDGE_CFG), "-DD", "-E", "-Y", str(runtime)]
         cmd += ["-m", str(self.setup.shm_mb)]
-        cmd += ["-M", "8", *self._defines()]
+        # TLSF, as every shipped start uses (kamailio/README.md "Tuning")
+        cmd += ["-M", "8", "-x", "tlsf", "-X", "tlsf", *self._defines()]
         log = self.log_path.open("ab")
         self._proc = subprocess.Popen(
             cmd, stdout=log, stderr=log, cwd=self.workdir, start_new_session=True
