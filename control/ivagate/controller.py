@@ -181,8 +181,9 @@ class Controller:
                 call.log.warning("the dialplan did not set fs_send_unsupported_info; setting it")
                 await self.esl.api(f"uuid_setvar {call.uuid} fs_send_unsupported_info true")
             await self._drive(call, self.bots.create(route.bot))
-        except EslError as exc:  # if the connection dropped, the reconnect ends the call
-            call.log.warning("call setup failed: %s", exc)
+        except Exception as exc:  # a bot that cannot be made, a lost connection: end as Failed
+            # (after an EslError the reconnect lists the channels and ends the call)
+            call.log.warning("call setup failed: %s", exc, exc_info=not isinstance(exc, EslError))
             call.fail(f"call setup failed: {exc}")
             await self._end(call)
             await call.wait_ended()

@@ -13,7 +13,15 @@ from support.esl_double import FIXTURES, EslDouble
 
 TEST_BOTS = {
     name: f"support.bots:{name}"
-    for name in ("TwoUpdates", "LongPlay", "UpdateAfterHangup", "Broken", "Payloads", "Silent")
+    for name in (
+        "TwoUpdates",
+        "LongPlay",
+        "UpdateAfterHangup",
+        "Broken",
+        "BrokenInit",
+        "Payloads",
+        "Silent",
+    )
 }
 
 if not (FIXTURES / "esl").is_dir():

@@ -100,6 +100,18 @@ async def test_bot_exception_ends_call_as_failed(double: EslDouble, controller_o
     await double.wait_for(lambda: len(double.channels[second].infos) == 3)
 
 
+async def test_bot_that_cannot_be_made_ends_call_as_failed(
+    double: EslDouble, controller_on
+) -> None:
+    """A bot whose constructor raises: the call is hung up as Failed, never left parked."""
+    controller = await controller_on()
+    uuid = await double.park(headers={"X-Bot-Id": "BrokenInit"})
+    record = await ended(controller, uuid)
+    assert record.outcome is Outcome.FAILED
+    assert "bad bot options" in (record.error or "")
+    assert double.commands(f"api uuid_kill {uuid}")
+
+
 async def test_invalid_and_oversized_payloads_are_refused(double: EslDouble, controller_on) -> None:
     """Unserialisable, 'final', oversized and non-object payloads raise; the call goes on."""
     controller = await controller_on()

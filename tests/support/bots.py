@@ -3,11 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
 from typing import Any, ClassVar
 
 from ivagate.bots.base import Bot, Call, CallEnded, Outcome, PayloadError
 
-__all__ = ["Broken", "LongPlay", "Payloads", "Silent", "TwoUpdates", "UpdateAfterHangup"]
+__all__ = [
+    "Broken",
+    "BrokenInit",
+    "LongPlay",
+    "Payloads",
+    "Silent",
+    "TwoUpdates",
+    "UpdateAfterHangup",
+]
 
 
 class Recording(Bot):
@@ -64,6 +73,11 @@ class Broken(Recording):
     async def on_call_start(self, call: Call) -> None:
         await call.answer()
         raise RuntimeError("bot bug")
+
+
+class BrokenInit(Recording):
+    def __init__(self, options: Mapping[str, Any]) -> None:
+        raise ValueError("bad bot options")
 
 
 class Payloads(Recording):
