@@ -356,7 +356,12 @@ class EslClient:
 
     def _wake_hub(self) -> None:
         self._hub_woken_at = time.monotonic()
-        self._hub_loop.run_callback_threadsafe(self._send_queued)
+        try:
+            self._hub_loop.run_callback_threadsafe(self._send_queued)
+        except ValueError:  # the hub is gone (closed meanwhile): nothing will be sent
+            lost = EslDisconnected("no Event Socket connection")
+            while self._to_hub:
+                _settle(self._to_hub.popleft()[1], None, lost)
 
     def _run_queued(self) -> None:
         self._loop_woken = False
