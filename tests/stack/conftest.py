@@ -21,6 +21,7 @@ from tests.support.stack import (
     StandInContainer,
     build_images,
     private_network,
+    stand_in_pair,
 )
 
 os.environ.setdefault("TESTCONTAINERS_RYUK_DISABLED", "true")
@@ -62,11 +63,8 @@ def outsider(stack_images: StackImages, network: Network) -> Iterator[EmulatorCo
 def media_nodes(
     stack_images: StackImages, network: Network
 ) -> Iterator[tuple[StandInContainer, StandInContainer]]:
-    with (
-        StandInContainer(stack_images.control, network, "media1") as one,
-        StandInContainer(stack_images.control, network, "media2") as two,
-    ):
-        yield one, two
+    with stand_in_pair(stack_images.control, network, ("media1", "media2")) as nodes:
+        yield nodes
 
 
 @pytest.fixture(scope="session")

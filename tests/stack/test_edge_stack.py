@@ -10,7 +10,13 @@ from collections.abc import Iterator
 
 import pytest
 from testcontainers.core.network import Network
-from tests.support.stack import EdgeContainer, EmulatorContainer, StackImages, StandInContainer
+from tests.support.stack import (
+    EdgeContainer,
+    EmulatorContainer,
+    StackImages,
+    StandInContainer,
+    stand_in_pair,
+)
 
 pytestmark = pytest.mark.docker
 
@@ -56,11 +62,8 @@ def failover_nodes(
     stack_images: StackImages, network: Network
 ) -> Iterator[tuple[StandInContainer, StandInContainer]]:
     """Two media nodes of the test's own: the test stops one."""
-    with (
-        StandInContainer(stack_images.control, network, "media3") as one,
-        StandInContainer(stack_images.control, network, "media4") as two,
-    ):
-        yield one, two
+    with stand_in_pair(stack_images.control, network, ("media3", "media4")) as nodes:
+        yield nodes
 
 
 def test_media_node_stopped_mid_run(

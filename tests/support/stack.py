@@ -13,7 +13,8 @@ import json
 import shlex
 import subprocess
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Self
@@ -44,6 +45,7 @@ __all__ = [
     "build_images",
     "network_subnet",
     "private_network",
+    "stand_in_pair",
 ]
 
 REPO = Path(__file__).resolve().parents[2]
@@ -203,6 +205,18 @@ class StandInContainer(StackContainer):
     @property
     def uri(self) -> str:
         return f"sip:{self.ip}:{NODE_PORT}"
+
+
+@contextmanager
+def stand_in_pair(
+    image: str, network: Network, roles: tuple[str, str]
+) -> Iterator[tuple[StandInContainer, StandInContainer]]:
+    """Two stand-in media nodes for the edge to spread calls over, removed together."""
+    with (
+        StandInContainer(image, network, roles[0]) as one,
+        StandInContainer(image, network, roles[1]) as two,
+    ):
+        yield one, two
 
 
 @dataclass(frozen=True)
