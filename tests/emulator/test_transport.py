@@ -55,15 +55,19 @@ async def test_node_drops_an_unframeable_connection_and_keeps_serving() -> None:
         assert report.ok, report.render()
 
 
+async def send_datagram(port: int, data: bytes) -> None:
+    """One UDP datagram to 127.0.0.1:``port`` from a throw-away socket."""
+    transport, _ = await asyncio.get_running_loop().create_datagram_endpoint(
+        asyncio.DatagramProtocol, remote_addr=("127.0.0.1", port)
+    )
+    transport.sendto(data)
+    transport.close()
+
+
 async def test_node_ignores_a_garbage_datagram() -> None:
     """A UDP datagram that is not SIP is recorded as an error; the next call still works."""
     async with MediaNode(transport="udp") as node:
-        loop = asyncio.get_running_loop()
-        tr, _ = await loop.create_datagram_endpoint(
-            asyncio.DatagramProtocol, remote_addr=("127.0.0.1", node.port)
-        )
-        tr.sendto(b"\x16\x03\x01 not sip at all\r\n\r\n")
-        tr.close()
+        await send_datagram(node.port, b"\x16\x03\x01 not sip at all\r\n\r\n")
         # Datagrams are read in order: once the call is answered, the garbage was handled.
         report = await run_call(CallPlan(f"127.0.0.1:{node.port}", bye=0.0, timeout=5))
         assert report.ok, report.render()
@@ -73,12 +77,9 @@ async def test_node_ignores_a_garbage_datagram() -> None:
 async def test_node_drops_a_request_missing_its_headers() -> None:
     """A request without Via/From/To is recorded as an error; the node keeps serving."""
     async with MediaNode(transport="udp") as node:
-        loop = asyncio.get_running_loop()
-        tr, _ = await loop.create_datagram_endpoint(
-            asyncio.DatagramProtocol, remote_addr=("127.0.0.1", node.port)
+        await send_datagram(
+            node.port, b"OPTIONS sip:node@127.0.0.1 SIP/2.0\r\nCSeq: 1 OPTIONS\r\n\r\n"
         )
-        tr.sendto(b"OPTIONS sip:node@127.0.0.1 SIP/2.0\r\nCSeq: 1 OPTIONS\r\n\r\n")
-        tr.close()
         report = await run_call(CallPlan(f"127.0.0.1:{node.port}", bye=0.0, timeout=5))
         assert report.ok, report.render()
         assert node.agent.errors == ["OPTIONS sip:node@127.0.0.1: no Via header"]

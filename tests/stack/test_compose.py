@@ -86,17 +86,22 @@ def stack_env(stack_images: StackImages, tmp_path: Path) -> Iterator[dict[str, s
         subprocess.run([REPO / "scripts" / "stack", "down"], env=env, cwd=REPO, check=False)
 
 
-@needs_compose
-def test_make_up_places_one_passing_call(stack_env: dict[str, str], tmp_path: Path) -> None:
-    """``scripts/stack up`` makes the settings, starts the stack; its call passes every check."""
-    up = subprocess.run(
+def stack_up(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """``scripts/stack up`` (what ``make up`` runs) with ``env``, its output captured."""
+    return subprocess.run(
         [REPO / "scripts" / "stack", "up"],
-        env=stack_env,
+        env=env,
         cwd=REPO,
         capture_output=True,
         text=True,
         check=False,
     )
+
+
+@needs_compose
+def test_make_up_places_one_passing_call(stack_env: dict[str, str], tmp_path: Path) -> None:
+    """``scripts/stack up`` makes the settings, starts the stack; its call passes every check."""
+    up = stack_up(stack_env)
 
     output = up.stdout + up.stderr
     assert up.returncode == 0, output[-5000:]
@@ -117,14 +122,7 @@ def test_make_up_without_freeswitch_says_what_to_provide(tmp_path: Path) -> None
     env["IVAGATE_ENV_FILE"] = str(tmp_path / "stack.env")
     env["DOCKER_HOST"] = "unix:///nonexistent"  # fail rather than find a local ivagate/freeswitch
 
-    up = subprocess.run(
-        [REPO / "scripts" / "stack", "up"],
-        env=env,
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    up = stack_up(env)
 
     assert up.returncode == 2, up.stdout + up.stderr
     assert "IVAGATE_FREESWITCH_IMAGE=<image>" in up.stderr
