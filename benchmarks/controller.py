@@ -46,6 +46,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from tests.support.esl_double import Channel, EslDouble
 
 from benchmarks.controller_bot import BenchBot
+from benchmarks.cores import pinning, started_on
 
 __all__ = ["main"]
 
@@ -59,6 +60,8 @@ PEAK_RATE = 1000.0
 TARGET_P99 = 0.010
 TARGET_CPU = 0.15
 TARGET_RSS = 200 * 2**20
+DRIVER_CORE = 0  # this process: the ESL double and the calls it plays
+CONTROLLER_CORE = 1  # the controller alone
 TOKEN = "bench"
 ROOT = Path(__file__).resolve().parents[1]
 _STAMP = re.compile(r'"t": ([0-9.e+-]+)')
@@ -159,7 +162,7 @@ def controller_process(double: EslDouble, log: Path) -> Iterator[Controller]:
     }
     env.pop("IVAGATE_CONFIG_FILE", None)
     command = [str(Path(sys.executable).with_name("ivagate")), "run"]
-    with log.open("wb") as out:
+    with log.open("wb") as out, started_on(CONTROLLER_CORE):
         process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=out, stderr=out)
     try:
         yield Controller(process, f"http://127.0.0.1:{port}")
@@ -255,6 +258,7 @@ async def run() -> int:
                 await wait_until(
                     lambda: double.global_vars.get("ivagate_ready") == "true", 30, "ivagate_ready"
                 )
+                pinned = pinning()
                 rate = await rate_phase(double, controller)
                 concurrency = await concurrency_phase(double, controller)
                 peak = await peak_phase(double)
@@ -273,11 +277,17 @@ async def run() -> int:
             raise
         finally:
             await double.stop()
-    return report(rate, concurrency, peak, total, success)
+    return report(rate, concurrency, peak, total, success, pinned=pinned)
 
 
 def report(
-    rate: dict[str, float], conc: dict[str, float], peak: float, total: float, success: float
+    rate: dict[str, float],
+    conc: dict[str, float],
+    peak: float,
+    total: float,
+    success: float,
+    *,
+    pinned: str,
 ) -> int:
     checks = [
         (f"p99 < {TARGET_P99 * 1000:.0f} ms at {RATE:.0f} calls/s", rate["p99"] < TARGET_P99),
@@ -299,6 +309,7 @@ def report(
         f"(the ESL double and this driver: {rate['double_cpu']:.1%}; load average "
         f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores)"
     )
+    print(f"  pinning: {pinned}; this driver and the ESL double on core {DRIVER_CORE}")
     print(
         f"concurrency phase: {conc['active']:.0f} active calls, "
         f"controller RSS {conc['rss'] / 2**20:.1f} MB"
@@ -313,7 +324,11 @@ def report(
 
 
 def main() -> int:
-    return asyncio.run(run())
+    if not {DRIVER_CORE, CONTROLLER_CORE} <= os.sched_getaffinity(0):
+        print(f"controller benchmark needs cores {DRIVER_CORE} and {CONTROLLER_CORE}")
+        return 1
+    with started_on(DRIVER_CORE):
+        return asyncio.run(run())
 
 
 if __name__ == "__main__":

@@ -11,13 +11,14 @@ __all__ = ["BenchBot"]
 
 
 class BenchBot(Bot):
-    """Answer, two updates, the final intent; each INFO carries the time it was requested
-    (``t``, ``time.perf_counter()``: CLOCK_MONOTONIC, comparable across processes)."""
+    """The flow the issue's reference figures were measured with (answer, two JSON INFOs,
+    RingCX's BYE): answer, one update, the final intent. Each INFO carries the time it was
+    requested (``t``, ``time.perf_counter()``: CLOCK_MONOTONIC, comparable across
+    processes)."""
 
     name = "bench"
 
     async def on_call_start(self, call: Call) -> None:
         await call.answer()
-        for n in (1, 2):
-            await call.send_update({"n": n, "t": time.perf_counter()})
+        await call.send_update({"n": 1, "t": time.perf_counter()})
         await call.finish({"intent": "Bench", "t": time.perf_counter()})

@@ -22,11 +22,10 @@ import os
 import socket
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import psutil
 from tests.support.edge import (
     CALLER,
     NODE_HOSTS,
@@ -39,6 +38,7 @@ from tests.support.edge import (
     write_certificates,
 )
 
+from benchmarks.cores import pinning, started_on
 from ivagate.emulator import CallPlan, run_load
 from ivagate.emulator.media_node import MediaNode, NodeScript
 from ivagate.emulator.transport import TransportName
@@ -59,27 +59,6 @@ SIPP_TRANSPORTS = {"tcp": "t1", "udp": "u1"}
 # at 1600 calls/s.
 EDGE_DEFINES = {"CHILDREN": "1", "TCP_CHILDREN": "1"}
 EDGE_SHM_MB = 1024
-
-
-@contextlib.contextmanager
-def started_on(core: int) -> Iterator[None]:
-    """Processes started inside inherit ``core`` as their only CPU (a fork copies the
-    calling thread's affinity), so no helper needs a pinning option."""
-    before = os.sched_getaffinity(0)
-    os.sched_setaffinity(0, {core})
-    try:
-        yield
-    finally:
-        os.sched_setaffinity(0, before)
-
-
-def pinning() -> str:
-    """Which cores this process's SIPp and Kamailio children may run on, as seen by the OS."""
-    cores: dict[str, set[int]] = {}
-    for child in psutil.Process().children(recursive=True):
-        with contextlib.suppress(psutil.NoSuchProcess):
-            cores.setdefault(child.name(), set()).update(child.cpu_affinity())
-    return ", ".join(f"{name} on core {sorted(ids)}" for name, ids in sorted(cores.items()))
 
 
 @dataclass

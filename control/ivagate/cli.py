@@ -1,6 +1,7 @@
 """The ``ivagate`` command.
 
-* ``ivagate run``: the controller and its HTTP API in one asyncio process.
+* ``ivagate run``: the controller and its HTTP API in one asyncio process, on uvloop's
+  event loop (about a fifth less CPU per call than asyncio's own: benchmarks/controller.py).
 * ``ivagate check-config``: every invalid setting with its path and the reason.
 * ``ivagate config-reference``: the settings as a Markdown table (the README's reference).
 * ``ivagate emulate ...`` / ``ivagate stand-in ...``: the RingCX emulator's commands.
@@ -17,6 +18,7 @@ import os
 import signal
 import sys
 
+import uvloop
 from aiohttp import web
 from pydantic import ValidationError
 
@@ -63,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
         print("configuration OK")
         return 0
     setup_logging(settings.log)
-    asyncio.run(Server(settings).serve())
+    uvloop.run(Server(settings).serve())
     return 0
 
 

@@ -1,26 +1,29 @@
-"""The Event Socket adapter: the only module that imports greenswitch or gevent.
+"""The Event Socket adapter: the only module that imports greenswitch, gevent or greenlet.
 
-greenswitch's ``InboundESL`` runs on its own thread with its own gevent hub; the asyncio
-process is never monkey-patched. Events and replies cross to asyncio with
-``loop.call_soon_threadsafe``, commands cross to the hub with
-``hub.loop.run_callback_threadsafe``; both ways items queue up and one wake-up carries a
-batch (the hub sends its batch once it has read what the socket held), because each wake-up
-costs far more than the item. A batch of commands is written in one ``sendall``, and its
-replies settle their asyncio futures from greenswitch's reader: no greenlet waits for each
-command. What greenswitch 0.0.19 lacks is fixed here, in a subclass:
+greenswitch's ``InboundESL`` speaks the protocol: its reader (``receive_events``, a loop of
+blocking ``readline``/``read`` calls) splits frames, parses their headers, pairs each
+``command/reply`` and ``api/response`` with the oldest command awaiting one, and spots
+``auth/request`` and disconnect notices. Here that reader runs as a greenlet in the asyncio
+thread, fed by an asyncio protocol: ``data_received`` appends to the buffer greenswitch
+reads from and switches to the reader, which parses every whole frame and switches back when
+it needs bytes not yet received. gevent's hub never runs and the process is never
+monkey-patched.
+
+This replaced greenswitch on its own thread and gevent hub with thread-safe hand-offs (what
+the issue proposed), because a benchmark beat it: at 150 calls/s the two threads' wake-ups,
+GIL hand-overs and gevent's event loop took more CPU than everything else the controller
+does (``python -m benchmarks controller``; figures in control/README.md). What greenswitch
+0.0.19 lacks is fixed here too:
 
 * ``send()`` used ``socket.send`` and ignored partial writes, so a large INFO body could be
-  cut: we write until all is sent, under a lock, so commands never interleave on the wire
-  and the order of greenswitch's reply queue stays the order of the bytes sent;
-* the socket was read through an 8 KB buffer, smaller than one CHANNEL_HANGUP_COMPLETE: a
-  64 KB one reads many events per ``recv``;
+  cut: commands go to the asyncio transport, which writes everything, in order; a batch of
+  commands queued in one loop iteration goes out in one write;
 * replies had no timeout: a reply that does not come within ``esl.reply_timeout`` closes the
   connection (replies are matched by position, so the connection cannot be trusted after a
   lost one) and the caller gets ``EslTimeout``;
 * ``text/event-plain`` bodies were URL-decoded as a whole before being split into lines, which
   breaks values holding encoded newlines or ``": "``; we parse them line by line instead;
-* a short read at EOF looped for ever, and a peer closing before ``auth/request`` left
-  ``connect()`` waiting for it: both now end the attempt;
+* a short read at EOF looped for ever: the reader now ends at EOF;
 * there was no reconnect: ``EslClient`` reconnects with exponential backoff and tells its
   listener when the connection comes and goes.
 
@@ -36,17 +39,13 @@ import contextlib
 import itertools
 import logging
 import socket
-import threading
-import time
 import uuid
 from collections import deque
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
-import gevent
-import gevent.event
-import gevent.lock
-from greenswitch.esl import InboundESL, NotConnectedError
+import greenlet
+from greenswitch.esl import InboundESL
 
 from . import metrics
 from .events import (
@@ -70,15 +69,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-_READ_BUFFER = 1 << 16  # bytes; a CHANNEL_HANGUP_COMPLETE alone is some 10 KB
-
-# Each side wakes the other thread at most once in this many seconds; what queues up
-# meanwhile rides on the next wake-up. A wake-up costs both threads context switches and a
-# hand-over of the GIL, far more than the items it carries (at 150 calls/s, ten a call, they
-# were a third of the controller's CPU). The price is up to this much latency, paid only
-# when hand-offs come closer together than this.
-_HANDOFF_SPACING = 0.002
-
 
 class EslError(RuntimeError):
     """An Event Socket command could not be carried out."""
@@ -97,7 +87,7 @@ class EslCommandError(EslError):
 
 
 class EslListener(Protocol):
-    """Who receives the connection's news, always on the asyncio loop, in wire order."""
+    """Who receives the connection's news, on the asyncio loop, in wire order."""
 
     def esl_connected(self) -> None: ...
 
@@ -106,47 +96,161 @@ class EslListener(Protocol):
     def esl_event(self, event: EslEvent) -> None: ...
 
 
-class _Connection(InboundESL):  # type: ignore[misc]  # greenswitch is untyped
-    """greenswitch's InboundESL with its gaps fixed (see the module docstring)."""
+class _Received:
+    """The file greenswitch's reader reads from: the bytes received so far. Asking for more
+    than has come pauses the reader greenlet until ``data_received`` brings more."""
 
-    sock_file: Any
+    def __init__(self) -> None:
+        self._data = bytearray()
+        self._start = 0  # what the reader has taken is dropped lazily, not at each read
+        self.eof = False
+        self.reader: greenlet.greenlet | None = None
 
-    def __init__(self, settings: EslSettings, on_event: Callable[[str, str], None]) -> None:
+    def feed(self, data: bytes) -> None:
+        if self._start > len(self._data) // 2:
+            del self._data[: self._start]
+            self._start = 0
+        self._data += data
+
+    def readline(self) -> bytes:
+        while (end := self._data.find(b"\n", self._start)) < 0 and not self.eof:
+            self._wait()
+        return self._take(len(self._data) if end < 0 else end + 1)
+
+    def read(self, length: int) -> bytes:
+        while len(self._data) - self._start < length and not self.eof:
+            self._wait()
+        return self._take(min(len(self._data), self._start + length))
+
+    def _take(self, end: int) -> bytes:
+        chunk = bytes(self._data[self._start : end])
+        self._start = end
+        return chunk
+
+    def _wait(self) -> None:
+        assert self.reader is not None and self.reader.parent is not None
+        self.reader.parent.switch()  # back to data_received, which resumes us with more
+
+
+class _AuthRequest:
+    """Stands in for greenswitch's ``_auth_request_event``: its reader ``set()``s it on
+    ``auth/request`` (and on a rude rejection), which here settles an asyncio future."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.arrived: asyncio.Future[None] = loop.create_future()
+
+    def set(self) -> None:
+        if not self.arrived.done():
+            self.arrived.set_result(None)
+
+
+class _Connection(InboundESL, asyncio.Protocol):  # type: ignore[misc]  # greenswitch is untyped
+    """greenswitch's InboundESL fed by an asyncio protocol, with its gaps fixed (see the
+    module docstring)."""
+
+    def __init__(
+        self,
+        settings: EslSettings,
+        loop: asyncio.AbstractEventLoop,
+        parse: Callable[[str, str], EslEvent | None],
+        deliver: Callable[[EslEvent], None],
+    ) -> None:
         super().__init__(
             settings.host,
             settings.port,
             settings.password.get_secret_value(),
             timeout=settings.reply_timeout,
         )
-        self._send_lock = gevent.lock.Semaphore()
-        self._on_event = on_event  # (header block, body) of each text/event-plain frame
+        self._loop = loop
+        self._parse = parse  # a text/event-plain frame to an event, or None to skip it
+        self._deliver = deliver  # called on the loop, never in the reader greenlet
+        self._auth_request_event = _AuthRequest(loop)
+        self.sock_file = _Received()
+        self.received: deque[EslEvent] = deque()  # parsed by the reader, not yet delivered
+        self.closed: asyncio.Future[None] = loop.create_future()
+        self._transport: asyncio.Transport | None = None
 
-    def start_event_handlers(self) -> None:
-        self.sock_file.close()  # connect() made it with the default 8 KB buffer
-        self.sock_file = self.sock.makefile("rb", buffering=_READ_BUFFER)
-        super().start_event_handlers()
-        # connect() waits for auth/request; a peer that closes at once must end that wait
-        self._receive_events_greenlet.link(lambda _: self._auth_request_event.set())
+    @property
+    def auth_requested(self) -> asyncio.Future[None]:
+        arrived: asyncio.Future[None] = self._auth_request_event.arrived
+        return arrived
 
-    def submit(self, batch: list[tuple[str, Any]]) -> None:
-        """Write commands in one go, each with what receives its reply (``set(event)``)."""
-        if not self.connected:
-            raise NotConnectedError()
-        data = memoryview("".join(f"{command}\n\n" for command, _ in batch).encode())
-        with self._send_lock:
-            self._commands_sent.extend(reply for _, reply in batch)
-            # send() until all is written: gevent's sendall() costs three more system calls
-            # for each command (it asks for the socket's buffer size)
-            while data:
-                data = data[self.sock.send(data) :]
+    # -- asyncio.Protocol --------------------------------------------------------------
 
-    def send(self, data: str) -> Any:
-        reply = gevent.event.AsyncResult()
-        self.submit([(data, reply)])
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # greenswitch's reader closes ``sock`` on a read error
+        self._transport = self.sock = cast("asyncio.Transport", transport)
+        with contextlib.suppress(OSError):
+            transport.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        self.connected = True
+        self.sock_file.reader = greenlet.greenlet(self.receive_events)
+
+    def data_received(self, data: bytes) -> None:
+        self.sock_file.feed(data)
+        self._resume_reader()
+
+    def eof_received(self) -> bool:
+        self.sock_file.eof = True
+        self._resume_reader()
+        return False  # close the transport
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.connected = False
+        self._run = False
+        self.sock_file.eof = True
+        self._resume_reader()  # it delivers what came before the loss, and ends
+        self._auth_request_event.set()  # a peer that closes before auth/request ends the wait
+        lost = EslDisconnected("Event Socket connection lost")
+        for reply in self._commands_sent:
+            reply.set_exception(lost)
+        self._commands_sent.clear()
+        if not self.closed.done():
+            self.closed.set_result(None)
+
+    def _resume_reader(self) -> None:
+        reader = self.sock_file.reader
+        if reader is None or reader.dead:
+            return
+        reader.switch()
+        while self.received:
+            event = self.received.popleft()
+            try:
+                self._deliver(event)
+            except Exception:  # the listener's bug must not end the connection
+                log.exception("handling %s failed", event.name)
+        if reader.dead:  # it ended (EOF, or a frame it could not read): so does the link
+            self.close()
+
+    # -- greenswitch's side ------------------------------------------------------------
+
+    def submit(self, batch: list[tuple[str, _Reply]]) -> None:
+        """Write commands in one go, each with what receives its reply, in the order of
+        greenswitch's reply queue."""
+        if not self.connected or self._transport is None:
+            raise EslDisconnected("no Event Socket connection")
+        self._commands_sent.extend(reply for _, reply in batch)
+        self._transport.write("".join(f"{command}\n\n" for command, _ in batch).encode())
+
+    def handle_event(self, event: Any) -> None:
         try:
-            return reply.get(timeout=self.timeout)
-        except gevent.Timeout:
-            raise self.reply_late() from None
+            if event.headers.get("Content-Type") == "text/event-plain":
+                text = self._read_socket(self.sock_file, int(event.headers["Content-Length"]))
+                head, _, body = text.partition("\n\n")
+                parsed = self._parse(head, body)
+                if parsed is not None:
+                    self.received.append(parsed)
+            else:
+                super().handle_event(event)
+        except Exception:
+            log.exception("unreadable Event Socket frame; reconnecting")
+            self._run = False
+
+    @staticmethod
+    def _read_socket(sock: Any, length: int) -> str:
+        data: bytes = sock.read(length)  # short only at EOF
+        if len(data) < length:
+            raise EOFError("Event Socket closed mid-frame")
+        return data.decode()
 
     def reply_late(self) -> EslTimeout:
         """A reply did not come in time: drop the connection (replies are matched by
@@ -155,78 +259,36 @@ class _Connection(InboundESL):  # type: ignore[misc]  # greenswitch is untyped
         self.close()
         return EslTimeout(f"no reply within {self.timeout}s")
 
-    def handle_event(self, event: Any) -> None:
-        try:
-            if event.headers.get("Content-Type") == "text/event-plain":
-                text = self._read_socket(self.sock_file, int(event.headers["Content-Length"]))
-                head, _, body = text.partition("\n\n")
-                self._on_event(head, body)
-            else:
-                super().handle_event(event)
-        except Exception:
-            log.exception("unreadable Event Socket frame; reconnecting")
-            self.close()
-
-    @staticmethod
-    def _read_socket(sock: Any, length: int) -> str:
-        data: bytes = sock.read(length)  # a buffered reader returns short only at EOF
-        if len(data) < length:
-            raise EOFError("Event Socket closed mid-frame")
-        return data.decode()
-
     def close(self) -> None:
-        """Drop the connection; the reader greenlet ends and pending replies fail."""
+        """Drop the connection; pending replies fail once it is gone."""
         self._run = False
         self.connected = False
-        sock = getattr(self, "sock", None)
-        if sock is not None:
-            # shutdown() wakes the reader: close() alone keeps the fd open for the makefile
-            with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
-            sock.close()
-
-    def fail_pending(self) -> None:
-        for reply in self._commands_sent:
-            if not reply.ready():
-                reply.set_exception(EslDisconnected("Event Socket connection lost"))
-        self._commands_sent.clear()
+        if self._transport is not None:
+            self._transport.abort()
 
 
 class _Reply:
-    """A command's place in greenswitch's reply queue: settles an asyncio future from the hub,
-    so no greenlet waits for each command. A reply that does not come within
-    ``esl.reply_timeout`` of the command being written drops the connection."""
+    """A command's place in greenswitch's reply queue: settles its asyncio future. A reply
+    that does not come within ``esl.reply_timeout`` of the command being sent drops the
+    connection."""
 
-    __slots__ = ("_client", "_conn", "_done", "_future", "_timer")
+    __slots__ = ("_conn", "_future", "_timer")
 
-    def __init__(self, client: EslClient, conn: _Connection, future: asyncio.Future[Any]) -> None:
-        self._client = client
+    def __init__(self, conn: _Connection, future: asyncio.Future[Any]) -> None:
         self._conn = conn
         self._future = future
-        self._done = False
-        self._timer: Any = gevent.get_hub().loop.timer(conn.timeout)
-
-    def arm(self) -> None:
-        """Start the reply timeout (once the command is written; its reply may be in)."""
-        if not self._done:
-            self._timer.start(self._late)
-
-    def ready(self) -> bool:
-        return self._done
+        self._timer = future.get_loop().call_later(conn.timeout, self._late)
 
     def set(self, event: Any) -> None:
-        self._settle(event.data, None)
+        self._timer.cancel()
+        _settle(self._future, event.data, None)
 
     def set_exception(self, error: BaseException) -> None:
-        self._settle(None, error)
-
-    def _settle(self, reply: str | None, error: BaseException | None) -> None:
-        self._done = True
-        self._timer.stop()
-        self._client.to_loop(_settle, self._future, reply, error)
+        self._timer.cancel()
+        _settle(self._future, None, error)
 
     def _late(self) -> None:
-        self.set_exception(self._conn.reply_late())
+        _settle(self._future, None, self._conn.reply_late())
 
 
 class EslClient:
@@ -236,26 +298,14 @@ class EslClient:
         self.settings = settings
         self._loop: asyncio.AbstractEventLoop | None = None
         self._listener: EslListener | None = None
-        self._thread: threading.Thread | None = None
-        self._hub_loop: Any = None
-        self._wake: Any = None  # gevent Event: interrupts the backoff sleep on close()
+        self._serving: asyncio.Task[None] | None = None
         self._conn: _Connection | None = None
-        self._stopping = False
         self._connected = False
         self._id_prefix = str(uuid.uuid4())[:24]
         self._ids = itertools.count(1)
         self._jobs: dict[str, asyncio.Future[str]] = {}
         self._apps: dict[str, asyncio.Future[ChannelExecuteComplete]] = {}
-        # Hand-offs between the threads. Each side drains its queue when woken and clears
-        # its "woken" flag before draining, so an item is never left without a wake-up.
-        self._to_asyncio: deque[tuple[Callable[..., None], tuple[Any, ...]]] = deque()
-        self._to_hub: deque[tuple[str, asyncio.Future[Any]]] = deque()
-        self._loop_woken = False
-        self._hub_woken = False
-        self._hub_woken_at = 0.0  # time.monotonic() of the last wake-up each way
-        self._loop_woken_at = 0.0
-        self._flush_due = False  # the hub wakes asyncio once it has read what it can
-        self._flush_timer: Any = None
+        self._unsent: list[tuple[str, asyncio.Future[Any]]] = []  # written at the loop's turn
 
     @property
     def connected(self) -> bool:
@@ -263,28 +313,23 @@ class EslClient:
         return self._connected
 
     async def start(self, listener: EslListener) -> None:
-        """Start the hub thread; it connects (and reconnects) in the background."""
+        """Start connecting (and reconnecting) in the background."""
         self._loop = asyncio.get_running_loop()
         self._listener = listener
-        started: asyncio.Future[None] = self._loop.create_future()
-        self._thread = threading.Thread(
-            target=self._hub_main, args=(started,), name="ivagate-esl", daemon=True
-        )
-        self._thread.start()
-        await started
+        self._serving = asyncio.create_task(self._serve(), name="ivagate-esl")
 
     async def close(self) -> None:
-        """Close the connection and stop the hub thread."""
-        if self._thread is None:
+        """Close the connection and stop reconnecting."""
+        if self._serving is None:
             return
-        self._stopping = True
-        self._hub_loop.run_callback_threadsafe(self._stop_in_hub)
-        await asyncio.to_thread(self._thread.join)
-        self._thread = None
+        self._serving.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._serving
+        self._serving = None
 
     async def api(self, command: str) -> str:
         """``api <command>``: FreeSWITCH's reply body. Blocks the connection while it runs."""
-        reply: str = await self._in_hub(f"api {command}")
+        reply: str = await self._send(f"api {command}")
         return reply
 
     async def bgapi(self, command: str) -> str:
@@ -293,7 +338,7 @@ class EslClient:
         done = self._future(self._jobs, job_uuid)
         try:
             await self._expect_ok(f"bgapi {command}\nJob-UUID: {job_uuid}")
-            if not done.done():  # it usually came in the same batch as the reply
+            if not done.done():  # it usually came in the same read as the reply
                 await asyncio.wait_for(done, self.settings.reply_timeout)
             body: str = done.result()
             return body
@@ -319,7 +364,7 @@ class EslClient:
         finally:
             self._apps.pop(event_uuid, None)
 
-    # -- asyncio side ------------------------------------------------------------------
+    # -- commands ----------------------------------------------------------------------
 
     def _new_id(self) -> str:
         """A Job-UUID / Event-UUID: unique to this client, in UUID form, without a syscall
@@ -336,38 +381,114 @@ class EslClient:
         return future
 
     async def _expect_ok(self, data: str) -> None:
-        reply: str = await self._in_hub(data)
+        reply: str = await self._send(data)
         if not reply.startswith("+OK"):
             raise EslCommandError(reply.strip())
 
-    def _in_hub(self, data: str) -> asyncio.Future[Any]:
-        """Send ``data``; the future is settled by its reply."""
+    def _send(self, data: str) -> asyncio.Future[Any]:
+        """Queue ``data``; what is queued in one turn of the loop goes out in one write.
+        The future is settled by its reply."""
         future = self._new_future()
-        self._to_hub.append((data, future))
-        if not self._hub_woken:
-            self._hub_woken = True
-            wait = self._hub_woken_at + _HANDOFF_SPACING - time.monotonic()
-            if wait > 0:
-                assert self._loop is not None
-                self._loop.call_later(wait, self._wake_hub)
-            else:
-                self._wake_hub()
+        if not self._unsent:
+            assert self._loop is not None
+            self._loop.call_soon(self._write_unsent)
+        self._unsent.append((data, future))
         return future
 
-    def _wake_hub(self) -> None:
-        self._hub_woken_at = time.monotonic()
-        try:
-            self._hub_loop.run_callback_threadsafe(self._send_queued)
-        except ValueError:  # the hub is gone (closed meanwhile): nothing will be sent
-            lost = EslDisconnected("no Event Socket connection")
-            while self._to_hub:
-                _settle(self._to_hub.popleft()[1], None, lost)
+    def _write_unsent(self) -> None:
+        batch, self._unsent = self._unsent, []
+        conn = self._conn
+        if conn is None or not conn.connected:
+            for _, future in batch:
+                _settle(future, None, EslDisconnected("no Event Socket connection"))
+            return
+        conn.submit([(data, _Reply(conn, future)) for data, future in batch])
 
-    def _run_queued(self) -> None:
-        self._loop_woken = False
-        while self._to_asyncio:
-            callback, args = self._to_asyncio.popleft()
-            callback(*args)
+    # -- the connection ----------------------------------------------------------------
+
+    async def _serve(self) -> None:
+        delay = self.settings.reconnect_min
+        try:
+            while True:
+                conn = await self._connect()
+                if conn is None:
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, self.settings.reconnect_max)
+                    continue
+                delay = self.settings.reconnect_min
+                self._set_connected(True)
+                await conn.closed
+                self._set_connected(False)
+                log.warning("Event Socket connection lost; reconnecting")
+        finally:
+            if self._conn is not None:
+                self._conn.close()
+                self._set_connected(False)
+
+    async def _connect(self) -> _Connection | None:
+        """Connect, authenticate and subscribe; None (logged) when any step fails."""
+        where = f"{self.settings.host}:{self.settings.port}"
+        assert self._loop is not None
+        conn = _Connection(self.settings, self._loop, self._event_read, self._dispatch)
+        self._conn = conn
+        try:
+            async with asyncio.timeout(self.settings.reply_timeout):
+                await self._loop.create_connection(
+                    lambda: conn, self.settings.host, self.settings.port
+                )
+                await conn.auth_requested
+            if not conn.connected:
+                raise EslDisconnected("closed before auth/request")
+            for command, accepted in (
+                (f"auth {conn.password}", "+OK accepted"),
+                ("event plain " + " ".join(SUBSCRIBED_EVENTS), "+OK"),
+            ):
+                future = self._loop.create_future()
+                conn.submit([(command, _Reply(conn, future))])
+                reply: str = await future
+                if not reply.startswith(accepted):
+                    raise EslCommandError(reply if command.startswith("event") else "auth")
+        except (OSError, EslError, TimeoutError) as exc:
+            log.warning("cannot connect to FreeSWITCH's Event Socket at %s: %r", where, exc)
+            conn.close()
+            self._conn = None
+            return None
+        log.info("connected to FreeSWITCH's Event Socket at %s", where)
+        return conn
+
+    def _set_connected(self, up: bool) -> None:
+        if up == self._connected:
+            return
+        self._connected = up
+        metrics.ESL_CONNECTED.set(1 if up else 0)
+        assert self._listener is not None
+        if up:
+            self._listener.esl_connected()
+            return
+        self._conn = None
+        lost = EslDisconnected("Event Socket connection lost")
+        for table in (self._jobs, self._apps):
+            for waiter in table.values():
+                if not waiter.done():
+                    waiter.set_exception(lost)
+            table.clear()
+        self._listener.esl_disconnected()
+
+    def _event_read(self, head: str, body: str) -> EslEvent | None:
+        """A plain event, parsed unless nobody can want it.
+
+        Every dialplan application of every call completes with an event, and every bgapi
+        of any Event Socket client ends with one; only those we wait for are parsed (a
+        waiter is registered before its command is sent).
+        """
+        name = header_value(head, "Event-Name")
+        if name == "CHANNEL_EXECUTE_COMPLETE":
+            wanted = header_value(head, "Application-UUID") in self._apps
+        elif name == "BACKGROUND_JOB":
+            wanted = header_value(head, "Job-UUID") in self._jobs
+        else:
+            wanted = True
+        return parse_event(head, body) if wanted else None
 
     def _dispatch(self, event: EslEvent) -> None:
         table: dict[str, asyncio.Future[Any]] | None = None
@@ -382,135 +503,6 @@ class EslClient:
                 waiter.set_result(event.body if isinstance(event, BackgroundJob) else event)
         assert self._listener is not None
         self._listener.esl_event(event)
-
-    def _set_connected(self, up: bool) -> None:
-        self._connected = up
-        metrics.ESL_CONNECTED.set(1 if up else 0)
-        assert self._listener is not None
-        if up:
-            self._listener.esl_connected()
-            return
-        lost = EslDisconnected("Event Socket connection lost")
-        for table in (self._jobs, self._apps):
-            for waiter in table.values():
-                if not waiter.done():
-                    waiter.set_exception(lost)
-            table.clear()
-        self._listener.esl_disconnected()
-
-    # -- hub thread --------------------------------------------------------------------
-
-    def to_loop(self, callback: Callable[..., None], *args: Any) -> None:
-        """Queue ``callback(*args)`` for the asyncio loop; called on the hub thread only."""
-        self._to_asyncio.append((callback, args))
-        if not self._flush_due:
-            self._flush_due = True
-            wait = self._loop_woken_at + _HANDOFF_SPACING - time.monotonic()
-            if wait > 0:
-                self._flush_timer = self._hub_loop.timer(wait)
-                self._flush_timer.start(self._flush)
-            else:
-                self._hub_loop.run_callback(self._flush)
-
-    def _flush(self) -> None:
-        """Wake asyncio for what the hub queued (runs once the hub's greenlets have yielded)."""
-        self._flush_due = False
-        if self._to_asyncio and not self._loop_woken:
-            self._loop_woken = True
-            self._loop_woken_at = time.monotonic()
-            assert self._loop is not None
-            self._loop.call_soon_threadsafe(self._run_queued)
-
-    def _hub_main(self, started: asyncio.Future[None]) -> None:
-        hub = gevent.get_hub()  # a new hub: this thread's own
-        self._hub_loop = hub.loop
-        self._wake = gevent.event.Event()
-        self.to_loop(started.set_result, None)
-        gevent.spawn(self._serve).join()
-        self._flush()  # what _serve queued last (the disconnect) must not wait for the hub
-        hub.destroy(destroy_loop=True)
-
-    def _serve(self) -> None:
-        delay = self.settings.reconnect_min
-        while not self._stopping:
-            conn = self._connect()
-            if conn is None:
-                self._wake.wait(delay)
-                delay = min(delay * 2, self.settings.reconnect_max)
-                continue
-            delay = self.settings.reconnect_min
-            self._conn = conn
-            self.to_loop(self._set_connected, True)
-            conn._receive_events_greenlet.join()
-            self._conn = None
-            conn.close()
-            conn.fail_pending()
-            self.to_loop(self._set_connected, False)
-            if not self._stopping:
-                log.warning("Event Socket connection lost; reconnecting")
-
-    def _connect(self) -> _Connection | None:
-        where = f"{self.settings.host}:{self.settings.port}"
-        conn = _Connection(self.settings, self._event_in_hub)
-        try:
-            with gevent.Timeout(self.settings.reply_timeout, EslTimeout("no auth/request")):
-                conn.connect()
-            conn.sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
-            reply = conn.send("event plain " + " ".join(SUBSCRIBED_EVENTS))
-            if not reply.data.startswith("+OK"):
-                raise EslCommandError(reply.data)
-        except (Exception, gevent.Timeout) as exc:
-            log.warning("cannot connect to FreeSWITCH's Event Socket at %s: %r", where, exc)
-            conn.close()
-            return None
-        log.info("connected to FreeSWITCH's Event Socket at %s", where)
-        return conn
-
-    def _event_in_hub(self, head: str, body: str) -> None:
-        """A plain event: handed to asyncio unless nobody there can want it.
-
-        Every dialplan application of every call completes with an event, and every bgapi
-        of any Event Socket client ends with one; only those we wait for go over (the dict
-        lookups across threads are atomic, and a waiter is registered before its command
-        is sent).
-        """
-        name = header_value(head, "Event-Name")
-        if name == "CHANNEL_EXECUTE_COMPLETE":
-            wanted = header_value(head, "Application-UUID") in self._apps
-        elif name == "BACKGROUND_JOB":
-            wanted = header_value(head, "Job-UUID") in self._jobs
-        else:
-            wanted = True
-        if wanted:
-            self.to_loop(self._dispatch, parse_event(head, body))
-
-    def _send_queued(self) -> None:
-        self._hub_woken = False
-        batch = [self._to_hub.popleft() for _ in range(len(self._to_hub))]
-        gevent.spawn(self._send_batch, batch)
-
-    def _send_batch(self, batch: list[tuple[str, asyncio.Future[Any]]]) -> None:
-        conn = self._conn
-        if conn is None or not conn.connected:
-            for _, future in batch:
-                self.to_loop(_settle, future, None, EslDisconnected("no Event Socket connection"))
-            return
-        replies = [(data, _Reply(self, conn, future)) for data, future in batch]
-        try:
-            conn.submit(replies)
-        except (NotConnectedError, OSError) as exc:
-            error = EslDisconnected(str(exc) or "not connected")
-            for _, reply in replies:
-                if not reply.ready():
-                    reply.set_exception(error)
-            return
-        for _, reply in replies:
-            reply.arm()
-
-    def _stop_in_hub(self) -> None:
-        self._wake.set()
-        if self._conn is not None:
-            self._conn.close()
 
 
 def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:

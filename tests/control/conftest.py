@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any
 
 import pytest
+import uvloop
 
 from ivagate.controller import Controller
 from ivagate.settings import Settings
@@ -29,6 +31,14 @@ if not (FIXTURES / "esl").is_dir():
         f"the FreeSWITCH recordings are missing at {FIXTURES}: set IVAGATE_FIXTURES",
         allow_module_level=True,
     )
+
+
+def pytest_asyncio_loop_factories(
+    config: pytest.Config, item: pytest.Item
+) -> Mapping[str, Callable[[], asyncio.AbstractEventLoop]]:
+    """Every controller test runs on uvloop (what ``ivagate run`` uses) and on asyncio's
+    own loop (what an application embedding the controller may use)."""
+    return {"uvloop": uvloop.new_event_loop, "asyncio": asyncio.new_event_loop}
 
 
 @pytest.fixture

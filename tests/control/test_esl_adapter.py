@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import AsyncIterator
 
 import pytest
 
-from ivagate.esl import EslClient, EslTimeout
+from ivagate.esl import EslClient, EslDisconnected, EslTimeout
 from ivagate.events import ChannelPark, EslEvent
 from ivagate.info import encode_info, send_info_command
 from ivagate.settings import EslSettings
@@ -21,6 +22,8 @@ class Listener:
         self.events: list[EslEvent] = []
         self.ups = 0
         self.downs = 0
+        self.threads: set[int] = set()  # where the news was delivered
+        self.broken = False  # esl_event raises, as a buggy controller would
 
     def esl_connected(self) -> None:
         self.ups += 1
@@ -29,7 +32,10 @@ class Listener:
         self.downs += 1
 
     def esl_event(self, event: EslEvent) -> None:
+        self.threads.add(threading.get_ident())
         self.events.append(event)
+        if self.broken:
+            raise RuntimeError("listener bug")
 
 
 @pytest.fixture
@@ -96,3 +102,44 @@ async def test_reply_timeout_drops_and_reconnects(double: EslDouble, client) -> 
     await double.wait_for(lambda: listener.downs == 1 and listener.ups == 2 and esl.connected)
     assert double.connections == 2
     assert await esl.api("global_setvar ivagate_ready=true") == "+OK\n"
+
+
+async def test_runs_in_the_loop_thread(double: EslDouble, client) -> None:
+    """greenswitch's reader runs in the asyncio thread: no thread is started, and events
+    reach the listener on the loop's own thread."""
+    esl, listener = client
+    uuids = [await double.park() for _ in range(5)]
+    await asyncio.gather(*(esl.bgapi(f"uuid_answer {u}") for u in uuids))
+    await double.wait_for(lambda: len(listener.events) >= 10)
+    assert listener.threads == {threading.get_ident()}
+    assert threading.enumerate() == [threading.main_thread()]
+
+
+async def test_unreadable_frame_drops_the_connection_and_reconnects(
+    double: EslDouble, client
+) -> None:
+    """A frame whose length is not a number: the waiting command fails with EslDisconnected
+    (nothing hangs), the connection is re-made and works."""
+    esl, listener = client
+    double.mute = True
+    pending = asyncio.ensure_future(esl.api("global_getvar ivagate_ready"))
+    await double.wait_for(lambda: bool(double.commands("api global_getvar")))
+    double.garble(b"Content-Length: many\nContent-Type: text/event-plain\n\n")
+    with pytest.raises(EslDisconnected):
+        await pending
+    double.mute = False
+    await double.wait_for(lambda: listener.downs == 1 and listener.ups == 2 and esl.connected)
+    assert await esl.api("global_setvar ivagate_ready=true") == "+OK\n"
+
+
+async def test_listener_failure_keeps_the_connection(double: EslDouble, client) -> None:
+    """A listener that raises on an event is logged; the connection and the next events
+    are unaffected."""
+    esl, listener = client
+    listener.broken = True
+    await double.park()
+    await double.wait_for(lambda: len(listener.events) == 1)
+    listener.broken = False
+    await double.park()
+    await double.wait_for(lambda: len(listener.events) == 2)
+    assert listener.downs == 0 and esl.connected
