@@ -272,7 +272,10 @@ class CallSession:
                 self.record.final_at = entry.handed_at
             started = time.perf_counter()
             try:
-                reply = await self.esl.bgapi(send_info_command(self.uuid, body))
+                # api, as the fixtures README prescribes: FreeSWITCH hands the INFO to its SIP
+                # stack and replies at once (under a millisecond, recorded), so the reply is
+                # one frame and no bgapi thread is made in FreeSWITCH for each INFO
+                reply = await self.esl.api(send_info_command(self.uuid, body))
             except BaseException:
                 self._final_lost(entry)
                 raise
