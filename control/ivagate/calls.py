@@ -148,6 +148,7 @@ class CallSession:
         reply = await self._until_ended(self.esl.bgapi(f"uuid_answer {self.uuid}"))
         if not reply.startswith("+OK"):
             raise EslCommandError(f"uuid_answer: {reply.strip()}")
+        self.record.answered_at = time.time()
 
     async def play(self, source: str) -> None:
         await self._execute("playback", _one_word(source, "source"))

@@ -30,7 +30,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import time
 from collections.abc import Coroutine
 from typing import Any
 
@@ -39,7 +38,7 @@ from .bots.base import Bot, CallEnded, StopBot
 from .bots.registry import BotRegistry
 from .calls import CallRegistry, CallSession
 from .esl import EslClient, EslError
-from .events import ChannelAnswer, ChannelHangupComplete, ChannelPark, Dtmf, EslEvent
+from .events import ChannelHangupComplete, ChannelPark, Dtmf, EslEvent
 from .invite import Invite
 from .log import CallLogger
 from .routing import choose_bot
@@ -143,9 +142,7 @@ class Controller:
         call = self.calls.get(event.uuid) if event.uuid else None
         if call is None or call.ended:
             return
-        if isinstance(event, ChannelAnswer):
-            call.record.answered_at = time.time()
-        elif isinstance(event, ChannelHangupComplete):
+        if isinstance(event, ChannelHangupComplete):
             call.mark_ended(event.hangup_cause, event.disposition.startswith("recv_"))
         elif isinstance(event, Dtmf) and not call.collecting and call.uuid in self._bots:
             self._spawn(self._dtmf(call, self._bots[call.uuid], event.digit))

@@ -41,7 +41,7 @@ async def test_full_call_two_updates_and_final(double: EslDouble, controller_on)
         {"intent": "Sales", "final": True},
     ]
     assert record.outcome is Outcome.SUCCESS
-    assert record.answered_at is not None  # from the recorded CHANNEL_ANSWER
+    assert record.answered_at is not None  # uuid_answer's reply was +OK
     assert [info.final for info in record.infos] == [False, False, True]
     assert all(info.reply == "+OK Success" and info.sip_status is None for info in record.infos)
     assert record.sip_call_id == double.channels[uuid].call_id

@@ -51,12 +51,18 @@ async def client(double: EslDouble) -> AsyncIterator[tuple[EslClient, Listener]]
     assert not esl.connected
 
 
-async def test_subscribes_to_the_recorded_event_list(double: EslDouble, client) -> None:
-    """The subscription is the one the recordings were made with (so the replay is faithful)."""
+async def test_subscribes_only_to_the_events_it_acts_on(double: EslDouble, client) -> None:
+    """The recordings' subscription less CHANNEL_ANSWER (the controller answers every call
+    itself); the double, like FreeSWITCH, then sends no CHANNEL_ANSWER."""
+    esl, listener = client
     assert double.commands("event") == [
-        "event plain CHANNEL_PARK CHANNEL_ANSWER CHANNEL_EXECUTE_COMPLETE "
+        "event plain CHANNEL_PARK CHANNEL_EXECUTE_COMPLETE "
         "CHANNEL_HANGUP_COMPLETE BACKGROUND_JOB DTMF"
     ]
+    uuid = await double.park()
+    assert (await esl.bgapi(f"uuid_answer {uuid}")).startswith("+OK")
+    assert double.channels[uuid].state == "answered"
+    assert [event.name for event in listener.events] == ["CHANNEL_PARK", "BACKGROUND_JOB"]
 
 
 async def test_events_arrive_typed_on_the_loop(double: EslDouble, client) -> None:

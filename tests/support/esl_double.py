@@ -180,6 +180,9 @@ class EslDouble:
         self.hangup_on_info: set[str] = set()
         self._server: asyncio.Server | None = None
         self._writers: list[asyncio.StreamWriter] = []
+        # the event names each connection subscribed to (``event plain ...``): FreeSWITCH
+        # sends a connection only those
+        self._subscribed: dict[asyncio.StreamWriter, set[str]] = {}
         self._rec = _recorded()
 
     # -- lifecycle ---------------------------------------------------------------------
@@ -203,7 +206,8 @@ class EslDouble:
 
     def garble(self, frame: bytes) -> None:
         """Send ``frame`` as it is to every connection: not FreeSWITCH, a damaged stream."""
-        self._broadcast(frame)
+        for writer in self._writers:
+            writer.write(frame)
 
     async def wait_for(self, condition: Callable[[], bool], within: float = 5.0) -> None:
         """Poll ``condition`` until true; ``TimeoutError`` after ``within`` seconds."""
@@ -301,6 +305,7 @@ class EslDouble:
         finally:
             if writer in self._writers:
                 self._writers.remove(writer)
+            self._subscribed.pop(writer, None)
             writer.close()
 
     def _command(self, writer: asyncio.StreamWriter, command: str) -> None:
@@ -308,6 +313,7 @@ class EslDouble:
         headers = dict(line.split(": ", 1) for line in lines if ": " in line)
         verb, _, rest = first.partition(" ")
         if verb == "event":
+            self._subscribed[writer] = set(rest.split()[1:])
             writer.write(self._rec.events_ok)
         elif verb == "api":
             writer.write(self._api_reply(self._api(rest)))
@@ -475,5 +481,9 @@ class EslDouble:
         self._broadcast(head + b"\n\n" + body)
 
     def _broadcast(self, frame: bytes) -> None:
+        """Send an event to every connection that subscribed to its name."""
+        start = frame.index(b"\nEvent-Name: ") + len(b"\nEvent-Name: ")
+        name = frame[start : frame.index(b"\n", start)].decode()
         for writer in self._writers:
-            writer.write(frame)
+            if name in self._subscribed.get(writer, ()):
+                writer.write(frame)
