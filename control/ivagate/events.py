@@ -25,6 +25,7 @@ __all__ = [
     "ChannelPark",
     "Dtmf",
     "EslEvent",
+    "find_header",
     "header_raw",
     "header_value",
     "headers_named",
@@ -127,8 +128,8 @@ def _line_end(text: str, start: int) -> int:
     return end if end >= 0 else len(text)
 
 
-def header_raw(text: str, name: str) -> str:
-    """One header of a header block as sent, still URL-encoded (``""`` if absent).
+def find_header(text: str, name: str) -> str | None:
+    """One header of a header block as sent, still URL-encoded; ``None`` if absent.
 
     ``str.find``, not a regular expression: a multi-line pattern is tried at every position
     of a header block that runs to 10 KB, and each call's events are searched many times.
@@ -136,9 +137,14 @@ def header_raw(text: str, name: str) -> str:
     key = f"{name}: "
     at = _next_line(text, key)
     if at < 0:
-        return ""
+        return None
     at += len(key)
     return text[at : _line_end(text, at)]
+
+
+def header_raw(text: str, name: str) -> str:
+    """One header of a header block as sent, still URL-encoded (``""`` if absent)."""
+    return find_header(text, name) or ""
 
 
 def header_value(text: str, name: str) -> str:

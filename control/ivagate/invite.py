@@ -9,14 +9,21 @@ which gives back their spelling. The edge adds ``X-Edge-Transport`` and ``X-Edge
 
 from __future__ import annotations
 
+from functools import cached_property
 from urllib.parse import unquote
 
 from multidict import CIMultiDict, CIMultiDictProxy
 from pydantic import BaseModel, ConfigDict
 
-from .events import ChannelPark, header_raw, header_value, headers_named
+from .events import ChannelPark, find_header, header_raw, header_value, headers_named
 
-__all__ = ["CallIdentity", "Invite", "decode_invite_headers"]
+__all__ = [
+    "CallIdentity",
+    "Invite",
+    "decode_invite_headers",
+    "invite_header",
+    "raw_invite_headers",
+]
 
 _ARRAY = "ARRAY::"
 
@@ -34,19 +41,36 @@ class CallIdentity(BaseModel):
 
 
 class Invite(CallIdentity):
-    """The call as it arrived: identities, transport and every header."""
+    """The call as it arrived: identities, transport and every header.
 
-    model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
+    The headers are decoded from the CHANNEL_PARK event when first asked for: routing and
+    the edge's two headers read single headers (``header()``), so a bot that reads none
+    does not pay for decoding them all.
+    """
 
-    headers: CIMultiDictProxy[str]
-    raw_headers: dict[str, str]
+    model_config = ConfigDict(frozen=True)
+
+    park_text: str  # the CHANNEL_PARK event's header block
+
+    @cached_property
+    def headers(self) -> CIMultiDictProxy[str]:
+        return decode_invite_headers(self.park_text)
+
+    @cached_property
+    def raw_headers(self) -> dict[str, str]:
+        return raw_invite_headers(self.park_text)
+
+    def header(self, name: str) -> str | None:
+        """The (first) value of header ``name``, any case, decoded; ``None`` when absent."""
+        return invite_header(self.park_text, name)
 
     @classmethod
     def from_park(cls, event: ChannelPark) -> Invite:
         text = event.text
-        headers, raw = decode_invite_headers(text)
         via = f"{header_value(text, 'variable_sip_network_ip')}:"
         via += header_value(text, "variable_sip_network_port")
+        transport = invite_header(text, "X-Edge-Transport")
+        source = invite_header(text, "X-Edge-Source")
         # model_construct: every field is built here from FreeSWITCH's event
         return cls.model_construct(
             uuid=event.uuid or "",
@@ -54,32 +78,44 @@ class Invite(CallIdentity):
             did=header_value(text, "variable_sip_req_user"),
             caller=header_value(text, "Caller-Caller-ID-Number"),
             # without the edge (a caller straight to FreeSWITCH) the last hop is all we know
-            transport=headers.get(
-                "X-Edge-Transport", header_value(text, "variable_sip_via_protocol")
+            transport=(
+                header_value(text, "variable_sip_via_protocol") if transport is None else transport
             ),
-            source=headers.get("X-Edge-Source", via),
+            source=via if source is None else source,
             # FreeSWITCH answers an RTP/SAVP offer with RTP/SAVP (see the fixtures README);
             # its URL encoding leaves letters and "/" alone, so the SDP need not be decoded
             srtp="RTP/SAVP" in header_raw(text, "variable_switch_r_sdp"),
-            headers=headers,
-            raw_headers=raw,
+            park_text=text,
         )
 
 
-def decode_invite_headers(text: str) -> tuple[CIMultiDictProxy[str], dict[str, str]]:
-    """An event's ``sip_i_*`` variables to (decoded case-insensitive multi-dict, raw values).
+def _values(raw: str) -> list[str]:
+    """A ``sip_i_*`` value as sent to the header's values (several in the ARRAY form)."""
+    decoded = unquote(raw)
+    return decoded[len(_ARRAY) :].split("|:") if decoded.startswith(_ARRAY) else [decoded]
+
+
+def invite_header(text: str, name: str) -> str | None:
+    """Header ``name``'s first value in an event's header block, without the others."""
+    raw = find_header(text, f"variable_sip_i_{name.lower().replace('-', '_')}")
+    return None if raw is None else _values(raw)[0]
+
+
+def decode_invite_headers(text: str) -> CIMultiDictProxy[str]:
+    """An event's ``sip_i_*`` variables to a decoded case-insensitive multi-dict.
 
     ``text`` is the event's header block; only the header variables are picked out of it.
     """
     spelling = {name.lower(): name for name, _ in headers_named(text, "variable_sip_h_")}
     headers: CIMultiDict[str] = CIMultiDict()
-    raw: dict[str, str] = {}
     for name, value in headers_named(text, "variable_sip_i_"):
-        raw[f"sip_i_{name}"] = value
         header = name.replace("_", "-")
         header = spelling.get(header, header)
-        decoded = unquote(value)
-        values = decoded[len(_ARRAY) :].split("|:") if decoded.startswith(_ARRAY) else [decoded]
-        for one in values:
+        for one in _values(value):
             headers.add(header, one)
-    return CIMultiDictProxy(headers), raw
+    return CIMultiDictProxy(headers)
+
+
+def raw_invite_headers(text: str) -> dict[str, str]:
+    """An event's ``sip_i_*`` variables as FreeSWITCH sent them (URL-encoded)."""
+    return {f"sip_i_{name}": value for name, value in headers_named(text, "variable_sip_i_")}

@@ -26,7 +26,7 @@ class Route:
 
 def choose_bot(invite: Invite, settings: RoutingSettings, bots: Container[str]) -> Route:
     if settings.bot_header:
-        named = invite.headers.get(settings.bot_header)
+        named = invite.header(settings.bot_header)
         if named is not None:
             if named in bots:
                 return Route(named, f"header {settings.bot_header}")

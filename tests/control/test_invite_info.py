@@ -9,7 +9,7 @@ import pytest
 from ivagate.bots.base import PayloadError
 from ivagate.events import ChannelPark, parse_event
 from ivagate.info import encode_info, send_info_command
-from ivagate.invite import Invite, decode_invite_headers
+from ivagate.invite import Invite, decode_invite_headers, raw_invite_headers
 from support.esl_double import load_recording
 
 
@@ -40,7 +40,7 @@ def test_x_headers_keep_spelling_and_decode() -> None:
     frame = next(
         f for d, f in load_recording("outbound-call-srtp.esl") if b"variable_sip_i_x_bot_id" in f
     )
-    headers, raw = decode_invite_headers(frame.decode())
+    headers, raw = decode_invite_headers(frame.decode()), raw_invite_headers(frame.decode())
     assert headers["x-bot-id"] == "support"
     assert headers["X-Bot-Data"] == '{"botData":{"ani":"+16058779330"}}'
     assert "X-RingCX-Session" in list(headers.keys())
@@ -59,8 +59,12 @@ def test_edge_headers_name_transport_and_source() -> None:
 def test_repeated_header_array_is_split() -> None:
     """A header sent twice (FreeSWITCH's ARRAY::a|:b form) becomes two values."""
     value = quote("ARRAY::SIP/2.0/UDP 10.0.0.1|:SIP/2.0/UDP 10.0.0.2", safe="/")
-    headers, _ = decode_invite_headers(f"variable_sip_i_via: {value}")
-    assert headers.getall("Via") == ["SIP/2.0/UDP 10.0.0.1", "SIP/2.0/UDP 10.0.0.2"]
+    text = f"variable_sip_i_via: {value}"
+    assert decode_invite_headers(text).getall("Via") == [
+        "SIP/2.0/UDP 10.0.0.1",
+        "SIP/2.0/UDP 10.0.0.2",
+    ]
+    assert Invite.model_construct(park_text=text).header("via") == "SIP/2.0/UDP 10.0.0.1"
 
 
 def test_info_command_matches_recording() -> None:
