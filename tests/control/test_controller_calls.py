@@ -88,28 +88,24 @@ async def test_update_after_hangup_is_refused(double: EslDouble, controller_on) 
     assert double.channels[uuid].infos == []
 
 
-async def test_bot_exception_ends_call_as_failed(double: EslDouble, controller_on) -> None:
-    """A bot exception hangs the call up as Failed and the controller takes the next call."""
+@pytest.mark.parametrize(
+    ("bot", "error"),
+    [("Broken", "bot bug"), ("BrokenInit", "bad bot options")],
+    ids=["bot-raises", "constructor-raises"],
+)
+async def test_broken_bot_ends_call_as_failed(
+    double: EslDouble, controller_on, bot: str, error: str
+) -> None:
+    """A bot that raises, or whose constructor raises: the call is hung up as Failed (never
+    left parked) and the controller takes the next call."""
     controller = await controller_on()
-    uuid = await double.park(headers={"X-Bot-Id": "Broken"})
+    uuid = await double.park(headers={"X-Bot-Id": bot})
     record = await ended(controller, uuid)
     assert record.outcome is Outcome.FAILED
-    assert "bot bug" in (record.error or "")
+    assert error in (record.error or "")
     assert double.commands(f"api uuid_kill {uuid}")
     second = await double.park(headers={"X-Bot-Id": "TwoUpdates"})
     await double.wait_for(lambda: len(double.channels[second].infos) == 3)
-
-
-async def test_bot_that_cannot_be_made_ends_call_as_failed(
-    double: EslDouble, controller_on
-) -> None:
-    """A bot whose constructor raises: the call is hung up as Failed, never left parked."""
-    controller = await controller_on()
-    uuid = await double.park(headers={"X-Bot-Id": "BrokenInit"})
-    record = await ended(controller, uuid)
-    assert record.outcome is Outcome.FAILED
-    assert "bad bot options" in (record.error or "")
-    assert double.commands(f"api uuid_kill {uuid}")
 
 
 async def test_invalid_and_oversized_payloads_are_refused(double: EslDouble, controller_on) -> None:
