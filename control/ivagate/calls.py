@@ -25,7 +25,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Iterator, Mapping
+from collections.abc import Coroutine, Iterator, Mapping
 from typing import Any, TypeVar
 
 from multidict import CIMultiDictProxy
@@ -46,6 +46,8 @@ T = TypeVar("T")
 
 _DIGITS_VARIABLE = "ivagate_digits"
 _SILENCE = "silence_stream://250"  # prompt/invalid-input file when the bot gives none
+_CALL_ENDED = "the call ended"  # why mark_ended cancels a task waiting in _until_ended
+_IDENTITY = tuple(CallIdentity.model_fields)  # what a call's record copies of its INVITE
 
 
 class InfoRecord(BaseModel):
@@ -89,10 +91,10 @@ class CallSession:
         self.settings = settings
         self.log = log
         self.record = CallRecord(
-            **invite.model_dump(include=set(CallIdentity.model_fields)),
-            started_at=time.time(),
+            **{name: getattr(invite, name) for name in _IDENTITY}, started_at=time.time()
         )
-        self._ended: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._ended = asyncio.Event()
+        self._interruptible: set[asyncio.Task[Any]] = set()  # in _until_ended
         self._info_lock = asyncio.Lock()  # one call's INFOs go out in order
         self._collecting = False
         self._failure: str | None = None
@@ -138,7 +140,7 @@ class CallSession:
 
     @property
     def ended(self) -> bool:
-        return self._ended.done()
+        return self._ended.is_set()
 
     # -- bot actions -------------------------------------------------------------------
 
@@ -181,7 +183,8 @@ class CallSession:
     async def finish(self, payload: Mapping[str, Any]) -> None:
         await self._send_info(payload, final=True)
         try:
-            await asyncio.wait_for(asyncio.shield(self._ended), self.settings.final_bye_timeout)
+            async with asyncio.timeout(self.settings.final_bye_timeout):
+                await self._ended.wait()
         except TimeoutError:
             self.log.warning(
                 "no BYE from RingCX %ss after the final intent; hanging up",
@@ -215,7 +218,8 @@ class CallSession:
         if not reply.startswith("+OK"):
             self.log.info("uuid_kill: %s", reply.strip())  # gone already: its event is due
         try:
-            await asyncio.wait_for(asyncio.shield(self._ended), self.esl.settings.reply_timeout)
+            async with asyncio.timeout(self.esl.settings.reply_timeout):
+                await self._ended.wait()
         except TimeoutError:
             self.log.warning("no CHANNEL_HANGUP_COMPLETE after uuid_kill; taking the call as over")
             self.mark_ended("NO_HANGUP_EVENT", caller_hung_up=False)
@@ -229,7 +233,9 @@ class CallSession:
         record.hangup_cause = hangup_cause
         self._hangup = (hangup_cause, caller_hung_up)
         self._decide(hangup_cause, caller_hung_up)
-        self._ended.set_result(None)
+        self._ended.set()
+        for task in self._interruptible:
+            task.cancel(_CALL_ENDED)
 
     def _decide(self, hangup_cause: str, caller_hung_up: bool) -> None:
         record = self.record
@@ -248,7 +254,7 @@ class CallSession:
         )
 
     async def wait_ended(self) -> None:
-        await asyncio.shield(self._ended)
+        await self._ended.wait()
 
     # -- internals ---------------------------------------------------------------------
 
@@ -306,20 +312,27 @@ class CallSession:
             raise CallEnded(self.uuid)
         return done
 
-    async def _until_ended(self, work: Awaitable[T]) -> T:
-        """Run ``work`` unless the call ends first (then ``CallEnded``)."""
+    async def _until_ended(self, work: Coroutine[Any, Any, T]) -> T:
+        """Await ``work`` unless the call ends first (then ``CallEnded``).
+
+        The end cancels the awaiting task (``mark_ended``) and the cancellation becomes
+        ``CallEnded`` here: racing ``work`` in a task of its own against the end cost a
+        task and an ``asyncio.wait`` per action.
+        """
         if self.ended:
+            work.close()
             raise CallEnded(self.uuid)
-        task = asyncio.ensure_future(work)
+        task = asyncio.current_task()
+        assert task is not None
+        self._interruptible.add(task)
         try:
-            await asyncio.wait((task, self._ended), return_when=asyncio.FIRST_COMPLETED)
+            return await work
         except asyncio.CancelledError:
-            task.cancel()
-            raise
-        if task.done():
-            return task.result()
-        task.cancel()
-        raise CallEnded(self.uuid)
+            if not self.ended or task.uncancel() > 0:  # cancelled for another reason too
+                raise
+            raise CallEnded(self.uuid) from None
+        finally:
+            self._interruptible.discard(task)
 
 
 def _one_word(value: str, what: str) -> str:

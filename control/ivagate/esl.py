@@ -112,18 +112,18 @@ class _Received:
             self._start = 0
         self._data += data
 
-    def readline(self) -> bytes:
+    def readline(self) -> bytearray:
         while (end := self._data.find(b"\n", self._start)) < 0 and not self.eof:
             self._wait()
         return self._take(len(self._data) if end < 0 else end + 1)
 
-    def read(self, length: int) -> bytes:
+    def read(self, length: int) -> bytearray:
         while len(self._data) - self._start < length and not self.eof:
             self._wait()
         return self._take(min(len(self._data), self._start + length))
 
-    def _take(self, end: int) -> bytes:
-        chunk = bytes(self._data[self._start : end])
+    def _take(self, end: int) -> bytearray:
+        chunk = self._data[self._start : end]  # a copy; greenswitch only decodes it
         self._start = end
         return chunk
 
@@ -169,6 +169,7 @@ class _Connection(InboundESL, asyncio.Protocol):  # type: ignore[misc]  # greens
         self.received: deque[EslEvent] = deque()  # parsed by the reader, not yet delivered
         self.closed: asyncio.Future[None] = loop.create_future()
         self._transport: asyncio.Transport | None = None
+        self._watchdog: asyncio.TimerHandle | None = None  # armed while replies are owed
 
     @property
     def auth_requested(self) -> asyncio.Future[None]:
@@ -200,6 +201,8 @@ class _Connection(InboundESL, asyncio.Protocol):  # type: ignore[misc]  # greens
         self.sock_file.eof = True
         self._resume_reader()  # it delivers what came before the loss, and ends
         self._auth_request_event.set()  # a peer that closes before auth/request ends the wait
+        if self._watchdog is not None:
+            self._watchdog.cancel()
         lost = EslDisconnected("Event Socket connection lost")
         for reply in self._commands_sent:
             reply.set_exception(lost)
@@ -223,13 +226,31 @@ class _Connection(InboundESL, asyncio.Protocol):  # type: ignore[misc]  # greens
 
     # -- greenswitch's side ------------------------------------------------------------
 
-    def submit(self, batch: list[tuple[str, _Reply]]) -> None:
-        """Write commands in one go, each with what receives its reply, in the order of
-        greenswitch's reply queue."""
+    def submit(self, batch: list[tuple[str, asyncio.Future[Any]]]) -> None:
+        """Write commands in one go, each with the future its reply settles, in the order
+        of greenswitch's reply queue."""
         if not self.connected or self._transport is None:
             raise EslDisconnected("no Event Socket connection")
-        self._commands_sent.extend(reply for _, reply in batch)
+        sent_at = self._loop.time()
+        self._commands_sent.extend(_Reply(future, sent_at) for _, future in batch)
+        if self._watchdog is None:
+            self._watchdog = self._loop.call_later(self.timeout, self._check_replies)
         self._transport.write("".join(f"{command}\n\n" for command, _ in batch).encode())
+
+    def _check_replies(self) -> None:
+        """The reply timeout. Replies come in the order of the commands, so only the oldest
+        one owed can be late: one timer per connection, not one per command."""
+        self._watchdog = None
+        if not self._commands_sent:
+            return
+        due = self._commands_sent[0].sent_at + self.timeout
+        if self._loop.time() < due:
+            self._watchdog = self._loop.call_at(due, self._check_replies)
+            return
+        log.error("no reply from FreeSWITCH within %ss; reconnecting", self.timeout)
+        self._commands_sent.pop(0).set_exception(EslTimeout(f"no reply within {self.timeout}s"))
+        # replies are matched by position, so the connection cannot be trusted after a lost one
+        self.close()
 
     def handle_event(self, event: Any) -> None:
         try:
@@ -247,17 +268,10 @@ class _Connection(InboundESL, asyncio.Protocol):  # type: ignore[misc]  # greens
 
     @staticmethod
     def _read_socket(sock: Any, length: int) -> str:
-        data: bytes = sock.read(length)  # short only at EOF
+        data: bytearray = sock.read(length)  # short only at EOF
         if len(data) < length:
             raise EOFError("Event Socket closed mid-frame")
         return data.decode()
-
-    def reply_late(self) -> EslTimeout:
-        """A reply did not come in time: drop the connection (replies are matched by
-        position, so it cannot be trusted after a lost one)."""
-        log.error("no reply from FreeSWITCH within %ss; reconnecting", self.timeout)
-        self.close()
-        return EslTimeout(f"no reply within {self.timeout}s")
 
     def close(self) -> None:
         """Drop the connection; pending replies fail once it is gone."""
@@ -268,27 +282,19 @@ class _Connection(InboundESL, asyncio.Protocol):  # type: ignore[misc]  # greens
 
 
 class _Reply:
-    """A command's place in greenswitch's reply queue: settles its asyncio future. A reply
-    that does not come within ``esl.reply_timeout`` of the command being sent drops the
-    connection."""
+    """A command's place in greenswitch's reply queue: settles its asyncio future."""
 
-    __slots__ = ("_conn", "_future", "_timer")
+    __slots__ = ("future", "sent_at")
 
-    def __init__(self, conn: _Connection, future: asyncio.Future[Any]) -> None:
-        self._conn = conn
-        self._future = future
-        self._timer = future.get_loop().call_later(conn.timeout, self._late)
+    def __init__(self, future: asyncio.Future[Any], sent_at: float) -> None:
+        self.future = future
+        self.sent_at = sent_at  # loop time, for the connection's reply timeout
 
     def set(self, event: Any) -> None:
-        self._timer.cancel()
-        _settle(self._future, event.data, None)
+        _settle(self.future, event.data, None)
 
     def set_exception(self, error: BaseException) -> None:
-        self._timer.cancel()
-        _settle(self._future, None, error)
-
-    def _late(self) -> None:
-        _settle(self._future, None, self._conn.reply_late())
+        _settle(self.future, None, error)
 
 
 class EslClient:
@@ -339,7 +345,8 @@ class EslClient:
         try:
             await self._expect_ok(f"bgapi {command}\nJob-UUID: {job_uuid}")
             if not done.done():  # it usually came in the same read as the reply
-                await asyncio.wait_for(done, self.settings.reply_timeout)
+                async with asyncio.timeout(self.settings.reply_timeout):
+                    await done
             body: str = done.result()
             return body
         except TimeoutError:
@@ -402,7 +409,7 @@ class EslClient:
             for _, future in batch:
                 _settle(future, None, EslDisconnected("no Event Socket connection"))
             return
-        conn.submit([(data, _Reply(conn, future)) for data, future in batch])
+        conn.submit(batch)
 
     # -- the connection ----------------------------------------------------------------
 
@@ -444,7 +451,7 @@ class EslClient:
                 ("event plain " + " ".join(SUBSCRIBED_EVENTS), "+OK"),
             ):
                 future = self._loop.create_future()
-                conn.submit([(command, _Reply(conn, future))])
+                conn.submit([(command, future)])
                 reply: str = await future
                 if not reply.startswith(accepted):
                     raise EslCommandError(reply if command.startswith("event") else "auth")

@@ -11,11 +11,10 @@ most of the controller's CPU.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
 from urllib.parse import unquote
-
-from pydantic import BaseModel, ConfigDict
 
 __all__ = [
     "SUBSCRIBED_EVENTS",
@@ -45,10 +44,11 @@ SUBSCRIBED_EVENTS = (
 )
 
 
-class EslEvent(BaseModel):
+# Plain dataclasses, not pydantic models: every value is a str that parse_event extracted,
+# so validation had nothing to check, and building a model cost more than parsing the event.
+@dataclass(frozen=True, kw_only=True, eq=False)
+class EslEvent:
     """Any event: its name, channel UUID (if any) and header block as FreeSWITCH sent it."""
-
-    model_config = ConfigDict(frozen=True)
 
     name: str
     uuid: str | None = None
@@ -69,10 +69,12 @@ class EslEvent(BaseModel):
         return self.get(f"variable_{name}")
 
 
+@dataclass(frozen=True, kw_only=True, eq=False)
 class ChannelPark(EslEvent):
     """The dialplan parked a call for the controller: the call starts here."""
 
 
+@dataclass(frozen=True, kw_only=True, eq=False)
 class ChannelExecuteComplete(EslEvent):
     """A dialplan application finished; ``application_uuid`` echoes our ``Event-UUID``.
 
@@ -86,6 +88,7 @@ class ChannelExecuteComplete(EslEvent):
     hangup_cause: str
 
 
+@dataclass(frozen=True, kw_only=True, eq=False)
 class ChannelHangupComplete(EslEvent):
     """The channel is gone. ``disposition``: ``recv_bye`` (far end hung up), ``send_bye`` ..."""
 
@@ -93,12 +96,14 @@ class ChannelHangupComplete(EslEvent):
     disposition: str
 
 
+@dataclass(frozen=True, kw_only=True, eq=False)
 class BackgroundJob(EslEvent):
     """Result of a ``bgapi`` command; ``job_uuid`` echoes our ``Job-UUID``."""
 
     job_uuid: str
 
 
+@dataclass(frozen=True, kw_only=True, eq=False)
 class Dtmf(EslEvent):
     """A DTMF digit from the caller."""
 
@@ -169,8 +174,6 @@ def parse_event(text: str, body: str = "") -> EslEvent:
     def field(name: str) -> str:
         return header_value(text, name)
 
-    # model_construct: every value is a str this function extracted; validation would only
-    # repeat that at a cost paid for each of the thousands of events a busy node sends.
     name = field("Event-Name")
     common: dict[str, Any] = {
         "name": name,
@@ -180,9 +183,9 @@ def parse_event(text: str, body: str = "") -> EslEvent:
     }
     match name:
         case "CHANNEL_PARK":
-            return ChannelPark.model_construct(**common)
+            return ChannelPark(**common)
         case "CHANNEL_EXECUTE_COMPLETE":
-            return ChannelExecuteComplete.model_construct(
+            return ChannelExecuteComplete(
                 **common,
                 application=field("Application"),
                 application_uuid=field("Application-UUID"),
@@ -190,13 +193,13 @@ def parse_event(text: str, body: str = "") -> EslEvent:
                 hangup_cause=field("Hangup-Cause"),
             )
         case "CHANNEL_HANGUP_COMPLETE":
-            return ChannelHangupComplete.model_construct(
+            return ChannelHangupComplete(
                 **common,
                 hangup_cause=field("Hangup-Cause"),
                 disposition=field("variable_sip_hangup_disposition"),
             )
         case "BACKGROUND_JOB":
-            return BackgroundJob.model_construct(**common, job_uuid=field("Job-UUID"))
+            return BackgroundJob(**common, job_uuid=field("Job-UUID"))
         case "DTMF":
-            return Dtmf.model_construct(**common, digit=field("DTMF-Digit"))
-    return EslEvent.model_construct(**common)
+            return Dtmf(**common, digit=field("DTMF-Digit"))
+    return EslEvent(**common)

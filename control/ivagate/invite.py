@@ -71,8 +71,9 @@ class Invite(CallIdentity):
         via += header_value(text, "variable_sip_network_port")
         transport = invite_header(text, "X-Edge-Transport")
         source = invite_header(text, "X-Edge-Source")
-        # model_construct: every field is built here from FreeSWITCH's event
-        return cls.model_construct(
+        # validated, not model_construct: pydantic-core's validation of these few strings is
+        # quicker than model_construct's Python loop over the fields
+        return cls(
             uuid=event.uuid or "",
             sip_call_id=header_value(text, "variable_sip_call_id"),
             did=header_value(text, "variable_sip_req_user"),

@@ -129,6 +129,12 @@ class LogSettings(BaseModel):
         "INFO", pattern="^(DEBUG|INFO|WARNING|ERROR)$", description="DEBUG, INFO, WARNING or ERROR"
     )
     json_format: bool = Field(True, description="one JSON object per line")
+    flush_interval: float = Field(
+        0.2,
+        ge=0,
+        description="seconds a log line may wait to be written with others "
+        "(WARNING and above at once; 0: every line at once)",
+    )
 
 
 class Settings(BaseSettings):

@@ -110,6 +110,21 @@ async def test_reply_timeout_drops_and_reconnects(double: EslDouble, client) -> 
     assert await esl.api("global_setvar ivagate_ready=true") == "+OK\n"
 
 
+async def test_replies_that_keep_coming_keep_the_connection(double: EslDouble, client) -> None:
+    """The reply timeout counts from each command, not from the first of a busy spell:
+    commands answered in time for three times reply_timeout never drop the connection."""
+    esl, _ = client
+    loop = asyncio.get_running_loop()
+    until = loop.time() + 3 * esl.settings.reply_timeout
+    replies = 0
+    while loop.time() < until:
+        await esl.api("global_getvar ivagate_ready")
+        replies += 1
+        await asyncio.sleep(0.02)
+    assert replies > 50
+    assert esl.connected and double.connections == 1
+
+
 async def test_runs_in_the_loop_thread(double: EslDouble, client) -> None:
     """greenswitch's reader runs in the asyncio thread: no thread is started, and events
     reach the listener on the loop's own thread."""
