@@ -62,6 +62,26 @@ async def test_caller_hangs_up_mid_bot(double: EslDouble, controller_on) -> None
     assert "CallEnded" in bots.LongPlay.seen
 
 
+async def test_call_end_stops_an_action_whose_completion_never_comes(
+    double: EslDouble, controller_on
+) -> None:
+    """Should the playback's CHANNEL_EXECUTE_COMPLETE never come (FreeSWITCH sends it when
+    the BYE cuts a playback, recorded; here it is lost), the call's end alone stops the
+    bot's action with CallEnded: the bot is not left waiting."""
+    double.media_seconds = 30
+    bots.LongPlay.seen.clear()
+    controller = await controller_on()
+    uuid = await double.park(headers={"X-Bot-Id": "LongPlay"})
+    await double.wait_for(lambda: bool(double.channels[uuid].pending))
+    double.channels[uuid].pending.clear()  # the completion is lost
+    await double.caller_hangup(uuid)
+    record = await ended(controller, uuid)
+    assert record.outcome is Outcome.DISCONNECTED
+    # at once, not when the bot is stopped for overrunning (call.final_bye_timeout, 2 s)
+    await double.wait_for(lambda: "CallEnded" in bots.LongPlay.seen, within=1.0)
+    await double.wait_for(lambda: ("hangup", Outcome.DISCONNECTED) in bots.LongPlay.seen)
+
+
 async def test_info_racing_the_bye_gets_recorded_err(double: EslDouble, controller_on) -> None:
     """INFO sent as the caller hangs up: recorded -ERR Operation Failed, logged, Disconnected."""
     controller = await controller_on()
