@@ -95,6 +95,8 @@ class CallSession:
         )
         self._ended = asyncio.Event()
         self._interruptible: set[asyncio.Task[Any]] = set()  # in _until_ended
+        # The bot's flow, when the controller runs one: stopped if it overruns the call.
+        self.bot: asyncio.Task[None] | None = None
         self._info_lock = asyncio.Lock()  # one call's INFOs go out in order
         self._collecting = False
         self._failure: str | None = None
@@ -236,6 +238,15 @@ class CallSession:
         self._ended.set()
         for task in self._interruptible:
             task.cancel(_CALL_ENDED)
+        if self.bot is not None and not self.bot.done():
+            self._stop_bot_later(self.bot)
+
+    def _stop_bot_later(self, bot: asyncio.Task[None]) -> None:
+        """The call is over: the bot's next call action raises CallEnded. A bot busy
+        elsewhere gets as long as RingCX gets for its BYE, then is stopped."""
+        loop = bot.get_loop()
+        deadline = loop.call_later(self.settings.final_bye_timeout, bot.cancel)
+        bot.add_done_callback(lambda _: deadline.cancel())
 
     def _decide(self, hangup_cause: str, caller_hung_up: bool) -> None:
         record = self.record
@@ -245,11 +256,16 @@ class CallSession:
             record.outcome = Outcome.DISCONNECTED
         else:
             record.outcome = Outcome.FAILED
+        # The call's one line at INFO (its start is logged at DEBUG): a record of the call.
         self.log.info(
-            "call ended: %s (%s), %d INFOs",
+            "call ended: %s (%s), %d INFOs; from %s to %s over %s, bot %s",
             record.outcome,
             hangup_cause,
             len(record.infos),
+            record.caller,
+            record.did,
+            record.transport,
+            record.bot,
             extra={"outcome": record.outcome},
         )
 
@@ -386,4 +402,4 @@ class CallRegistry:
             self._by_call_id.pop(old.sip_call_id, None)
         metrics.ACTIVE_CALLS.set(len(self._active))
         if call.record.outcome is not None:
-            metrics.CALLS_ENDED.labels(outcome=call.record.outcome.value).inc()
+            metrics.CALLS_ENDED_BY_OUTCOME[call.record.outcome].inc()

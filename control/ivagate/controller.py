@@ -28,6 +28,7 @@ records them all as Failed, then sets the gate again.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 from collections.abc import Coroutine
@@ -162,7 +163,8 @@ class Controller:
     async def _run(self, call: CallSession, info_enabled: bool) -> None:
         route = choose_bot(call.invite, self.settings.routing, self.bots)
         call.record.bot = route.bot
-        call.log.info(
+        # DEBUG: at INFO a call has one line, when it ends (CallSession), with all of this
+        call.log.debug(
             "call from %s to %s over %s: bot %s (%s)",
             call.caller,
             call.did,
@@ -201,21 +203,24 @@ class Controller:
 
     async def _drive(self, call: CallSession, bot: Bot) -> None:
         self._bots[call.uuid] = bot
-        flow = self._flows[call.uuid] = asyncio.create_task(bot.on_call_start(call))
-        ended = asyncio.ensure_future(call.wait_ended())
-        await asyncio.wait((flow, ended), return_when=asyncio.FIRST_COMPLETED)
-        if not flow.done():
-            # The call is over: the bot's next call action raises CallEnded. A bot busy
-            # elsewhere gets as long as RingCX gets for its BYE, then is stopped.
-            await asyncio.wait((flow,), timeout=self.settings.call.final_bye_timeout)
-            flow.cancel()
-            await asyncio.wait((flow,))
+        # Once the call is over, a bot still running is stopped in time (CallSession.bot).
+        flow = self._flows[call.uuid] = call.bot = asyncio.create_task(bot.on_call_start(call))
+        try:
+            await flow
+        except Exception:
+            pass  # _settle reads how the flow ended
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if current is not None and current.cancelling():
+                raise  # the controller is stopping, not just the bot
         self._settle(call, flow)
         if not call.ended:
             if call.record.final_at is not None:  # StopBot after the final intent
-                await asyncio.wait((ended,), timeout=self.settings.call.final_bye_timeout)
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(self.settings.call.final_bye_timeout):
+                        await call.wait_ended()
             await self._end(call)
-        await ended
+        await call.wait_ended()
         assert call.record.outcome is not None
         try:
             await bot.on_hangup(call, call.record.outcome)

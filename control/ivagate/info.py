@@ -18,6 +18,9 @@ from .bots.base import PayloadError
 
 __all__ = ["InfoBody", "encode_info", "send_info_command"]
 
+# ASCII-only keeps every byte of the ESL command in the 7-bit range FreeSWITCH parses.
+_ENCODER = json.JSONEncoder(ensure_ascii=True, allow_nan=False, separators=(", ", ": "))
+
 
 @dataclass(frozen=True, slots=True)
 class InfoBody:
@@ -35,8 +38,7 @@ def encode_info(payload: Mapping[str, Any], *, final: bool, max_bytes: int) -> I
         raise PayloadError("'final' is reserved: send the final intent with finish()")
     body = {**payload, "final": True} if final else dict(payload)
     try:
-        # ASCII-only keeps every byte of the ESL command in the 7-bit range FreeSWITCH parses.
-        text = json.dumps(body, ensure_ascii=True, allow_nan=False, separators=(", ", ": "))
+        text = _ENCODER.encode(body)
     except (TypeError, ValueError) as exc:
         raise PayloadError(f"payload is not JSON-serialisable: {exc}") from None
     size = len(text.encode())

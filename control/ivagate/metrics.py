@@ -8,9 +8,12 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from .bots.base import Outcome
+
 __all__ = [
     "ACTIVE_CALLS",
     "CALLS_ENDED",
+    "CALLS_ENDED_BY_OUTCOME",
     "ESL_CONNECTED",
     "INFO_FAILED",
     "INFO_HANDOFF_SECONDS",
@@ -27,6 +30,8 @@ CALLS_ENDED = Counter(
     ["outcome"],
     registry=REGISTRY,
 )
+# each outcome's series exists from the start (at 0), and no label lookup per call
+CALLS_ENDED_BY_OUTCOME = {outcome: CALLS_ENDED.labels(outcome=outcome.value) for outcome in Outcome}
 ACTIVE_CALLS = Gauge("ivagate_active_calls", "Calls taken and not yet ended", registry=REGISTRY)
 INFO_SENT = Counter(
     "ivagate_info_sent_total", "INFO bodies FreeSWITCH accepted for sending", registry=REGISTRY

@@ -21,6 +21,7 @@ TEST_BOTS = {
         "UpdateAfterHangup",
         "Broken",
         "BrokenInit",
+        "Daydream",
         "Payloads",
         "Silent",
     )

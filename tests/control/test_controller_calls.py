@@ -82,6 +82,27 @@ async def test_call_end_stops_an_action_whose_completion_never_comes(
     await double.wait_for(lambda: ("hangup", Outcome.DISCONNECTED) in bots.LongPlay.seen)
 
 
+async def test_a_bot_that_overruns_the_call_is_stopped_after_the_bye_timeout(
+    double: EslDouble, controller_on
+) -> None:
+    """The caller hangs up while the bot waits on something of its own: it gets
+    call.final_bye_timeout (2 s here), then is cancelled; the call stays Disconnected and
+    the bot's on_hangup still runs."""
+    bots.Daydream.seen.clear()
+    controller = await controller_on()
+    uuid = await double.park(headers={"X-Bot-Id": "Daydream"})
+    await double.wait_for(lambda: double.channels[uuid].state == "answered")
+    started = asyncio.get_running_loop().time()
+    await double.caller_hangup(uuid)
+    record = await ended(controller, uuid)
+    await double.wait_for(lambda: ("hangup", Outcome.DISCONNECTED) in bots.Daydream.seen)
+    waited = asyncio.get_running_loop().time() - started
+    assert 2.0 <= waited < 3.0
+    assert record.outcome is Outcome.DISCONNECTED
+    assert record.error == "bot stopped: it did not return after the call ended"
+    assert bots.Daydream.seen[0] == "cancelled"
+
+
 async def test_info_racing_the_bye_gets_recorded_err(double: EslDouble, controller_on) -> None:
     """INFO sent as the caller hangs up: recorded -ERR Operation Failed, logged, Disconnected."""
     controller = await controller_on()
@@ -188,17 +209,36 @@ async def test_demo_bot_intent_follows_digit(double: EslDouble, controller_on) -
     assert double.commands("sendmsg")  # play_and_get_digits went out as sendmsg
 
 
+async def test_a_call_logs_one_info_line_when_it_ends(
+    double: EslDouble, controller_on, caplog: pytest.LogCaptureFixture
+) -> None:
+    """At INFO a call is one line, written when it ends, with what an operator looks for."""
+    caplog.set_level(logging.INFO, logger="ivagate")
+    controller = await controller_on()
+    uuid = await double.park(headers={"X-Bot-Id": "TwoUpdates"}, caller="+16505550123")
+    await double.wait_for(lambda: len(double.channels[uuid].infos) == 3)
+    await double.caller_hangup(uuid)
+    await ended(controller, uuid)
+    lines = [r for r in caplog.records if getattr(r, "uuid", None) == uuid]
+    assert [r.levelname for r in lines] == ["INFO"]
+    assert lines[0].getMessage() == (
+        "call ended: Success (NORMAL_CLEARING), 3 INFOs; "
+        "from +16505550123 to 15550001000 over udp, bot TwoUpdates"
+    )
+    assert getattr(lines[0], "outcome", None) == "Success"
+
+
 async def test_call_log_lines_carry_uuid_and_call_id(
     double: EslDouble, controller_on, caplog: pytest.LogCaptureFixture
 ) -> None:
     """Every log line about a call names its UUID and SIP Call-ID, traceback included."""
-    caplog.set_level(logging.INFO, logger="ivagate")
+    caplog.set_level(logging.DEBUG, logger="ivagate")
     controller = await controller_on()
     uuid = await double.park(headers={"X-Bot-Id": "Broken"})
     await ended(controller, uuid)
     records = [r for r in caplog.records if getattr(r, "uuid", None) == uuid]
     lines = [json.loads(JsonFormatter().format(r)) for r in records]
-    assert len(lines) >= 3  # taken, the bot's exception, ended
+    assert len(lines) >= 3  # taken (DEBUG), the bot's exception, ended
     assert all(line["call_id"] == double.channels[uuid].call_id for line in lines)
     assert any("RuntimeError: bot bug" in line.get("exc", "") for line in lines)
     assert f"uuid={uuid}" in TextFormatter().format(records[0])

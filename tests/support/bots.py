@@ -11,6 +11,7 @@ from ivagate.bots.base import Bot, Call, CallEnded, Outcome, PayloadError
 __all__ = [
     "Broken",
     "BrokenInit",
+    "Daydream",
     "LongPlay",
     "Payloads",
     "Silent",
@@ -96,6 +97,20 @@ class Payloads(Recording):
             except PayloadError as exc:
                 type(self).seen.append(str(exc))
         await call.finish({"intent": "Done"})
+
+
+class Daydream(Recording):
+    """Answers, then waits on something of its own, not on the call."""
+
+    seen: ClassVar[list[Any]] = []
+
+    async def on_call_start(self, call: Call) -> None:
+        await call.answer()
+        try:
+            await asyncio.sleep(60)
+        except asyncio.CancelledError:
+            type(self).seen.append("cancelled")
+            raise
 
 
 class Silent(Recording):
