@@ -47,6 +47,7 @@ T = TypeVar("T")
 _DIGITS_VARIABLE = "ivagate_digits"
 _SILENCE = "silence_stream://250"  # prompt/invalid-input file when the bot gives none
 _CALL_ENDED = "the call ended"  # why mark_ended cancels a task waiting in _until_ended
+_BOT_STOPPED = "the bot was stopped"  # why stop_bot cancels the task running the bot
 _IDENTITY = tuple(CallIdentity.model_fields)  # what a call's record copies of its INVITE
 
 
@@ -95,8 +96,9 @@ class CallSession:
         )
         self._ended = asyncio.Event()
         self._interruptible: set[asyncio.Task[Any]] = set()  # in _until_ended
-        # The bot's flow, when the controller runs one: stopped if it overruns the call.
-        self.bot: asyncio.Task[None] | None = None
+        self._bot: asyncio.Task[Any] | None = None  # running the bot's flow (run_bot)
+        self._bot_stopped = False
+        self._bot_deadline: asyncio.TimerHandle | None = None
         self._info_lock = asyncio.Lock()  # one call's INFOs go out in order
         self._collecting = False
         self._failure: str | None = None
@@ -238,15 +240,41 @@ class CallSession:
         self._ended.set()
         for task in self._interruptible:
             task.cancel(_CALL_ENDED)
-        if self.bot is not None and not self.bot.done():
-            self._stop_bot_later(self.bot)
+        if self._bot is not None:
+            # The bot's next call action raises CallEnded. A bot busy elsewhere gets as
+            # long as RingCX gets for its BYE, then is stopped.
+            loop = self._bot.get_loop()
+            self._bot_deadline = loop.call_later(self.settings.final_bye_timeout, self.stop_bot)
 
-    def _stop_bot_later(self, bot: asyncio.Task[None]) -> None:
-        """The call is over: the bot's next call action raises CallEnded. A bot busy
-        elsewhere gets as long as RingCX gets for its BYE, then is stopped."""
-        loop = bot.get_loop()
-        deadline = loop.call_later(self.settings.final_bye_timeout, bot.cancel)
-        bot.add_done_callback(lambda _: deadline.cancel())
+    async def run_bot(self, flow: Coroutine[Any, Any, None]) -> BaseException | None:
+        """Run the bot's flow in the calling task: what it raised, ``None`` if it returned,
+        ``CancelledError`` if it was stopped (``stop_bot``, or overrunning the call's end).
+
+        In the call's own task, not one of its own: a task per call less to start, wake
+        and finish (``python -m benchmarks controller``).
+        """
+        task = asyncio.current_task()
+        assert task is not None
+        self._bot = task
+        try:
+            await flow
+        except asyncio.CancelledError as stopped:
+            if not self._bot_stopped or task.uncancel() > 0:  # cancelled for another reason too
+                raise
+            return stopped
+        except Exception as error:
+            return error
+        finally:
+            self._bot = None
+            if self._bot_deadline is not None:
+                self._bot_deadline.cancel()
+        return None
+
+    def stop_bot(self) -> None:
+        """Stop the bot's flow, if one is running: ``run_bot`` returns."""
+        if self._bot is not None and not self._bot_stopped:
+            self._bot_stopped = True
+            self._bot.cancel(_BOT_STOPPED)
 
     def _decide(self, hangup_cause: str, caller_hung_up: bool) -> None:
         record = self.record
@@ -370,7 +398,6 @@ class CallRegistry:
     def add(self, call: CallSession) -> None:
         self._active[call.uuid] = call
         self._by_call_id[call.sip_call_id] = call.uuid
-        metrics.ACTIVE_CALLS.set(len(self._active))
 
     def get(self, key: str) -> CallSession | None:
         """A call by FreeSWITCH UUID or SIP Call-ID."""
@@ -379,6 +406,9 @@ class CallRegistry:
 
     def active(self) -> list[CallSession]:
         return list(self._active.values())
+
+    def active_count(self) -> int:
+        return len(self._active)
 
     def all(self) -> list[CallSession]:
         return [*self._active.values(), *reversed(self._ended.values())]
@@ -400,6 +430,5 @@ class CallRegistry:
         while len(self._ended) > self._keep_ended:
             _, old = self._ended.popitem(last=False)
             self._by_call_id.pop(old.sip_call_id, None)
-        metrics.ACTIVE_CALLS.set(len(self._active))
         if call.record.outcome is not None:
             metrics.CALLS_ENDED_BY_OUTCOME[call.record.outcome].inc()

@@ -14,7 +14,7 @@ Public surface (the HTTP API, ``ivagate run`` and the benchmark build on it)::
     await controller.stop()       # drain, let calls finish (call.drain_timeout), end the rest
 
 Life of a call: CHANNEL_PARK -> route (header, DID, default; none -> ``respond 404`` without
-answering) -> ``bot.on_call_start(call)`` in its own task -> the bot finishes (final intent,
+answering) -> ``bot.on_call_start(call)`` in the call's task -> the bot finishes (final intent,
 then RingCX's BYE, or ours after ``call.final_bye_timeout``) or fails (exception, returns
 without a final intent: we hang up, outcome Failed) -> ``bot.on_hangup`` -> the call moves to
 the registry's ended list.
@@ -63,7 +63,6 @@ class Controller:
         self._ready = False
         self._draining = False
         self._bots: dict[str, Bot] = {}
-        self._flows: dict[str, asyncio.Task[None]] = {}
         self._orphans: list[CallSession] = []  # active when the connection dropped
         self._tasks: set[asyncio.Task[None]] = set()
         self._idle = asyncio.Event()
@@ -88,6 +87,8 @@ class Controller:
     async def start(self) -> None:
         """Load every bot (a broken one fails here), then connect in the background."""
         self.bots.load_all()
+        # read when /metrics is scraped: exact, and nothing to keep up to date per call
+        metrics.ACTIVE_CALLS.set_function(self.calls.active_count)
         await self.esl.start(self)
 
     async def drain(self) -> None:
@@ -95,7 +96,7 @@ class Controller:
         self._draining = True
         if self.esl.connected:
             await self._set_ready(False)
-        log.info("draining: %d active calls", len(self.calls.active()))
+        log.info("draining: %d active calls", self.calls.active_count())
 
     async def wait_idle(self) -> None:
         """Wait until no call is active."""
@@ -112,7 +113,7 @@ class Controller:
             for call in remaining:
                 call.fail("controller shut down")
             await asyncio.gather(*(self._end(call) for call in remaining))
-        for task in [*self._flows.values(), *self._tasks]:
+        for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.esl.close()
@@ -131,9 +132,7 @@ class Controller:
                 continue
             call.fail(CONNECTION_LOST)
             self._orphans.append(call)
-            flow = self._flows.get(call.uuid)
-            if flow is not None:
-                flow.cancel()
+            call.stop_bot()
 
     def esl_event(self, event: EslEvent) -> None:
         if isinstance(event, ChannelPark):
@@ -188,9 +187,8 @@ class Controller:
             await call.wait_ended()
         finally:
             self._bots.pop(call.uuid, None)
-            self._flows.pop(call.uuid, None)
             self.calls.retire(call)
-            if not self.calls.active():
+            if not self.calls.active_count():
                 self._idle.set()
 
     async def _reject(self, call: CallSession, reason: str) -> None:
@@ -203,17 +201,7 @@ class Controller:
 
     async def _drive(self, call: CallSession, bot: Bot) -> None:
         self._bots[call.uuid] = bot
-        # Once the call is over, a bot still running is stopped in time (CallSession.bot).
-        flow = self._flows[call.uuid] = call.bot = asyncio.create_task(bot.on_call_start(call))
-        try:
-            await flow
-        except Exception:
-            pass  # _settle reads how the flow ended
-        except asyncio.CancelledError:
-            current = asyncio.current_task()
-            if current is not None and current.cancelling():
-                raise  # the controller is stopping, not just the bot
-        self._settle(call, flow)
+        self._settle(call, await call.run_bot(bot.on_call_start(call)))
         if not call.ended:
             if call.record.final_at is not None:  # StopBot after the final intent
                 with contextlib.suppress(TimeoutError):
@@ -227,13 +215,12 @@ class Controller:
         except Exception:
             call.log.exception("bot's on_hangup raised")
 
-    def _settle(self, call: CallSession, flow: asyncio.Task[None]) -> None:
-        """Turn how the bot's flow ended into the call's failure reason, if any."""
-        if flow.cancelled():
+    def _settle(self, call: CallSession, error: BaseException | None) -> None:
+        """Turn how the bot's flow ended (``CallSession.run_bot``) into the call's failure
+        reason, if any."""
+        if isinstance(error, asyncio.CancelledError):
             call.fail("bot stopped: it did not return after the call ended")
-            return
-        error = flow.exception()
-        if error is None:
+        elif error is None:
             if call.record.final_at is None:
                 call.fail("bot returned without a final intent")
         elif isinstance(error, CallEnded):

@@ -112,20 +112,23 @@ class _Received:
             self._start = 0
         self._data += data
 
+    # readline and read return a copy of what they take (greenswitch only decodes it)
+
     def readline(self) -> bytearray:
-        while (end := self._data.find(b"\n", self._start)) < 0 and not self.eof:
+        start = self._start
+        while (end := self._data.find(b"\n", start)) < 0 and not self.eof:
             self._wait()
-        return self._take(len(self._data) if end < 0 else end + 1)
+            start = self._start  # feed() may have dropped what was taken before
+        end = len(self._data) if end < 0 else end + 1
+        self._start = end
+        return self._data[start:end]
 
     def read(self, length: int) -> bytearray:
         while len(self._data) - self._start < length and not self.eof:
             self._wait()
-        return self._take(min(len(self._data), self._start + length))
-
-    def _take(self, end: int) -> bytearray:
-        chunk = self._data[self._start : end]  # a copy; greenswitch only decodes it
-        self._start = end
-        return chunk
+        start = self._start
+        self._start = end = min(len(self._data), start + length)
+        return self._data[start:end]
 
     def _wait(self) -> None:
         assert self.reader is not None and self.reader.parent is not None
@@ -495,7 +498,7 @@ class EslClient:
             wanted = header_value(head, "Job-UUID") in self._jobs
         else:
             wanted = True
-        return parse_event(head, body) if wanted else None
+        return parse_event(head, body, name) if wanted else None
 
     def _dispatch(self, event: EslEvent) -> None:
         table: dict[str, asyncio.Future[Any]] | None = None

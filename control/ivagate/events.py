@@ -137,14 +137,19 @@ def find_header(text: str, name: str) -> str | None:
     """One header of a header block as sent, still URL-encoded; ``None`` if absent.
 
     ``str.find``, not a regular expression: a multi-line pattern is tried at every position
-    of a header block that runs to 10 KB, and each call's events are searched many times.
+    of a header block that runs to 10 KB, and each call's events are searched some twenty
+    times (which is also why this is written out rather than built on ``_next_line``).
     """
-    key = f"{name}: "
-    at = _next_line(text, key)
-    if at < 0:
-        return None
-    at += len(key)
-    return text[at : _line_end(text, at)]
+    key = f"\n{name}: "
+    if text.startswith(key[1:]):
+        at = len(key) - 1
+    else:
+        at = text.find(key)
+        if at < 0:
+            return None
+        at += len(key)
+    end = text.find("\n", at)
+    return text[at:end] if end >= 0 else text[at:]
 
 
 def header_raw(text: str, name: str) -> str:
@@ -154,7 +159,10 @@ def header_raw(text: str, name: str) -> str:
 
 def header_value(text: str, name: str) -> str:
     """One header of a header block, URL-decoded (``""`` if absent), without parsing the rest."""
-    return unquote(header_raw(text, name))
+    raw = find_header(text, name)
+    if raw is None:
+        return ""
+    return unquote(raw) if "%" in raw else raw
 
 
 def headers_named(text: str, prefix: str) -> Iterator[tuple[str, str]]:
@@ -168,13 +176,15 @@ def headers_named(text: str, prefix: str) -> Iterator[tuple[str, str]]:
         at = _next_line(text, prefix, end)
 
 
-def parse_event(text: str, body: str = "") -> EslEvent:
-    """The typed event for one ``text/event-plain`` frame: its header block and body."""
+def parse_event(text: str, body: str = "", name: str | None = None) -> EslEvent:
+    """The typed event for one ``text/event-plain`` frame: its header block and body
+    (``name``: its Event-Name, when the caller has read it already)."""
 
     def field(name: str) -> str:
         return header_value(text, name)
 
-    name = field("Event-Name")
+    if name is None:
+        name = field("Event-Name")
     common: dict[str, Any] = {
         "name": name,
         "uuid": field("Unique-ID") or None,

@@ -24,6 +24,6 @@ async def drain(request: web.Request) -> web.Response:
         {
             "draining": controller.draining,
             "ready": controller.ready,
-            "active_calls": len(controller.calls.active()),
+            "active_calls": controller.calls.active_count(),
         }
     )
