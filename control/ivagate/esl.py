@@ -49,6 +49,7 @@ from greenswitch.esl import InboundESL
 
 from . import metrics
 from .events import (
+    EVENTS_WITHOUT_BODY,
     SUBSCRIBED_EVENTS,
     BackgroundJob,
     ChannelExecuteComplete,
@@ -155,7 +156,7 @@ class _Connection(InboundESL, asyncio.Protocol):  # type: ignore[misc]  # greens
         self,
         settings: EslSettings,
         loop: asyncio.AbstractEventLoop,
-        parse: Callable[[str, str], EslEvent | None],
+        parse: Callable[[str], EslEvent | None],
         deliver: Callable[[EslEvent], None],
     ) -> None:
         super().__init__(
@@ -259,8 +260,7 @@ class _Connection(InboundESL, asyncio.Protocol):  # type: ignore[misc]  # greens
         try:
             if event.headers.get("Content-Type") == "text/event-plain":
                 text = self._read_socket(self.sock_file, int(event.headers["Content-Length"]))
-                head, _, body = text.partition("\n\n")
-                parsed = self._parse(head, body)
+                parsed = self._parse(text)
                 if parsed is not None:
                     self.received.append(parsed)
             else:
@@ -484,14 +484,19 @@ class EslClient:
             table.clear()
         self._listener.esl_disconnected()
 
-    def _event_read(self, head: str, body: str) -> EslEvent | None:
-        """A plain event, parsed unless nobody can want it.
+    def _event_read(self, text: str) -> EslEvent | None:
+        """A plain event (its header block, then its body if it has one), parsed unless
+        nobody can want it.
 
         Every dialplan application of every call completes with an event, and every bgapi
         of any Event Socket client ends with one; only those we wait for are parsed (a
         waiter is registered before its command is sent).
         """
-        name = header_value(head, "Event-Name")
+        name = header_value(text, "Event-Name")  # the first header, before any body
+        if name in EVENTS_WITHOUT_BODY:
+            head, body = text, ""  # no search for the blank line through 5-10 KB of headers
+        else:
+            head, _, body = text.partition("\n\n")
         if name == "CHANNEL_EXECUTE_COMPLETE":
             wanted = header_value(head, "Application-UUID") in self._apps
         elif name == "BACKGROUND_JOB":

@@ -17,6 +17,7 @@ from typing import Any
 from urllib.parse import unquote
 
 __all__ = [
+    "EVENTS_WITHOUT_BODY",
     "SUBSCRIBED_EVENTS",
     "BackgroundJob",
     "ChannelExecuteComplete",
@@ -41,6 +42,10 @@ SUBSCRIBED_EVENTS = (
     "CHANNEL_HANGUP_COMPLETE",
     "BACKGROUND_JOB",
     "DTMF",
+)
+# Of those, the ones FreeSWITCH sends without a body (as recorded): all their text is headers.
+EVENTS_WITHOUT_BODY = frozenset(
+    {"CHANNEL_PARK", "CHANNEL_EXECUTE_COMPLETE", "CHANNEL_HANGUP_COMPLETE", "DTMF"}
 )
 
 
