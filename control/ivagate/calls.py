@@ -9,7 +9,7 @@ Public surface (the HTTP API and the benchmark build on it):
 * ``CallSession``: one per call, implements ``bots.base.Call`` (``answer``, ``play``, ``say``,
   ``collect_digits``, ``send_update``, ``finish``, ``hangup``) for bots and the API alike;
   ``session.ended`` and ``session.record``.
-* ``CallRecord`` (pydantic; ``record.model_dump(mode="json")`` for JSON): identities, bot,
+* ``CallRecord`` (a dataclass; ``record.as_json()`` for JSON): identities, bot,
   timestamps (epoch seconds), ``outcome`` (``Outcome`` or ``None`` while active), ``ended``,
   ``hangup_cause``, ``error`` and ``infos``: one ``InfoRecord`` per INFO handed to FreeSWITCH
   (when, size, FreeSWITCH's reply) with ``sip_status`` left ``None`` for the edge to fill in,
@@ -26,10 +26,11 @@ import asyncio
 import time
 from collections import OrderedDict
 from collections.abc import Coroutine, Iterator, Mapping
+from dataclasses import dataclass, field, fields
 from typing import Any, TypeVar
 
 from multidict import CIMultiDictProxy
-from pydantic import BaseModel, Field, computed_field
+from pydantic import TypeAdapter
 
 from . import metrics
 from .bots.base import CallEnded, Outcome, PayloadError
@@ -48,10 +49,11 @@ _DIGITS_VARIABLE = "ivagate_digits"
 _SILENCE = "silence_stream://250"  # prompt/invalid-input file when the bot gives none
 _CALL_ENDED = "the call ended"  # why mark_ended cancels a task waiting in _until_ended
 _BOT_STOPPED = "the bot was stopped"  # why stop_bot cancels the task running the bot
-_IDENTITY = tuple(CallIdentity.model_fields)  # what a call's record copies of its INVITE
+_IDENTITY = tuple(f.name for f in fields(CallIdentity))  # what a record copies of the INVITE
 
 
-class InfoRecord(BaseModel):
+@dataclass(kw_only=True, slots=True)
+class InfoRecord:
     """One INFO body handed to FreeSWITCH."""
 
     seq: int
@@ -62,8 +64,13 @@ class InfoRecord(BaseModel):
     sip_status: int | None = None  # the INFO's SIP response, reported by the edge if at all
 
 
+@dataclass(kw_only=True, slots=True)
 class CallRecord(CallIdentity):
-    """What is known about one call; JSON-able for the API."""
+    """What is known about one call; ``as_json()`` for the API.
+
+    A dataclass, not a pydantic model: it is written to at every step of every call, and
+    a model's attribute assignment cost more than all the rest of those steps.
+    """
 
     bot: str | None = None
     started_at: float
@@ -73,12 +80,19 @@ class CallRecord(CallIdentity):
     outcome: Outcome | None = None
     hangup_cause: str | None = None
     error: str | None = None
-    infos: list[InfoRecord] = Field(default_factory=list)
+    infos: list[InfoRecord] = field(default_factory=list)
 
-    @computed_field  # type: ignore[prop-decorator]
     @property
     def ended(self) -> bool:
         return self.ended_at is not None
+
+    def as_json(self) -> dict[str, Any]:
+        """Every field and ``ended``, as JSON values."""
+        fields: dict[str, Any] = _RECORD_JSON.dump_python(self, mode="json")
+        return {**fields, "ended": self.ended}
+
+
+_RECORD_JSON = TypeAdapter(CallRecord)
 
 
 class CallSession:

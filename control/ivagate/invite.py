@@ -9,11 +9,11 @@ which gives back their spelling. The edge adds ``X-Edge-Transport`` and ``X-Edge
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from functools import cached_property
 from urllib.parse import unquote
 
 from multidict import CIMultiDict, CIMultiDictProxy
-from pydantic import BaseModel, ConfigDict
 
 from .events import ChannelPark, find_header, header_raw, header_value, headers_named
 
@@ -28,7 +28,10 @@ __all__ = [
 _ARRAY = "ARRAY::"
 
 
-class CallIdentity(BaseModel):
+# Plain dataclasses: built once per call from values this module extracted, and read on
+# every call's path; the API serialises the record (``CallRecord.as_json``).
+@dataclass(kw_only=True, slots=True)
+class CallIdentity:
     """Who called whom, and how: what the call record keeps of the INVITE."""
 
     uuid: str
@@ -40,6 +43,7 @@ class CallIdentity(BaseModel):
     srtp: bool
 
 
+@dataclass(kw_only=True)
 class Invite(CallIdentity):
     """The call as it arrived: identities, transport and every header.
 
@@ -47,8 +51,6 @@ class Invite(CallIdentity):
     the edge's two headers read single headers (``header()``), so a bot that reads none
     does not pay for decoding them all.
     """
-
-    model_config = ConfigDict(frozen=True)
 
     park_text: str  # the CHANNEL_PARK event's header block
 
@@ -71,8 +73,6 @@ class Invite(CallIdentity):
         via += header_value(text, "variable_sip_network_port")
         transport = invite_header(text, "X-Edge-Transport")
         source = invite_header(text, "X-Edge-Source")
-        # validated, not model_construct: pydantic-core's validation of these few strings is
-        # quicker than model_construct's Python loop over the fields
         return cls(
             uuid=event.uuid or "",
             sip_call_id=header_value(text, "variable_sip_call_id"),

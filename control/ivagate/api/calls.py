@@ -49,7 +49,7 @@ class HangupRequest(BaseModel):
 @routes.get("/calls")
 async def list_calls(request: web.Request) -> web.Response:
     calls = request.app[CONTROLLER].calls.all()
-    return web.json_response({"calls": [call.record.model_dump(mode="json") for call in calls]})
+    return web.json_response({"calls": [call.record.as_json() for call in calls]})
 
 
 @routes.get("/calls/{id}")
@@ -125,7 +125,7 @@ def _ended(call: CallSession) -> ApiError:
 
 
 def _record(call: CallSession) -> web.Response:
-    return web.json_response(call.record.model_dump(mode="json"))
+    return web.json_response(call.record.as_json())
 
 
 async def _json(request: web.Request) -> Any:
