@@ -31,6 +31,7 @@ __all__ = [
     "headers_named",
     "parse_event",
     "parse_plain_headers",
+    "variables_start",
 ]
 
 # The events the controller acts on; the subscription command is built from this tuple.
@@ -138,18 +139,19 @@ def _line_end(text: str, start: int) -> int:
     return end if end >= 0 else len(text)
 
 
-def find_header(text: str, name: str) -> str | None:
+def find_header(text: str, name: str, start: int = 0) -> str | None:
     """One header of a header block as sent, still URL-encoded; ``None`` if absent.
+    ``start``: where to search from, a line's start or the newline before it.
 
     ``str.find``, not a regular expression: a multi-line pattern is tried at every position
     of a header block that runs to 10 KB, and each call's events are searched some twenty
     times (which is also why this is written out rather than built on ``_next_line``).
     """
     key = f"\n{name}: "
-    if text.startswith(key[1:]):
-        at = len(key) - 1
+    if text.startswith(key[1:], start):
+        at = start + len(key) - 1
     else:
-        at = text.find(key)
+        at = text.find(key, start)
         if at < 0:
             return None
         at += len(key)
@@ -157,14 +159,21 @@ def find_header(text: str, name: str) -> str | None:
     return text[at:end] if end >= 0 else text[at:]
 
 
-def header_raw(text: str, name: str) -> str:
+def header_raw(text: str, name: str, start: int = 0) -> str:
     """One header of a header block as sent, still URL-encoded (``""`` if absent)."""
-    return find_header(text, name) or ""
+    return find_header(text, name, start) or ""
 
 
-def header_value(text: str, name: str) -> str:
-    """One header of a header block, URL-decoded (``""`` if absent), without parsing the rest."""
-    raw = find_header(text, name)
+def variables_start(text: str) -> int:
+    """Where a channel event's ``variable_*`` headers begin (FreeSWITCH sends them after
+    the event's and the channel's own): a place to search them from. 0 if there are none."""
+    return max(text.find("\nvariable_"), 0)
+
+
+def header_value(text: str, name: str, start: int = 0) -> str:
+    """One header of a header block, URL-decoded (``""`` if absent), without parsing the rest
+    (``start`` as for ``find_header``)."""
+    raw = find_header(text, name, start)
     if raw is None:
         return ""
     return unquote(raw) if "%" in raw else raw

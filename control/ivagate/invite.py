@@ -15,7 +15,14 @@ from urllib.parse import unquote
 
 from multidict import CIMultiDict, CIMultiDictProxy
 
-from .events import ChannelPark, find_header, header_raw, header_value, headers_named
+from .events import (
+    ChannelPark,
+    find_header,
+    header_raw,
+    header_value,
+    headers_named,
+    variables_start,
+)
 
 __all__ = [
     "CallIdentity",
@@ -53,6 +60,7 @@ class Invite(CallIdentity):
     """
 
     park_text: str  # the CHANNEL_PARK event's header block
+    variables_at: int = 0  # where its variables begin: headers are searched from there
 
     @cached_property
     def headers(self) -> CIMultiDictProxy[str]:
@@ -64,29 +72,32 @@ class Invite(CallIdentity):
 
     def header(self, name: str) -> str | None:
         """The (first) value of header ``name``, any case, decoded; ``None`` when absent."""
-        return invite_header(self.park_text, name)
+        return invite_header(self.park_text, name, self.variables_at)
 
     @classmethod
     def from_park(cls, event: ChannelPark) -> Invite:
         text = event.text
-        via = f"{header_value(text, 'variable_sip_network_ip')}:"
-        via += header_value(text, "variable_sip_network_port")
-        transport = invite_header(text, "X-Edge-Transport")
-        source = invite_header(text, "X-Edge-Source")
+        at = variables_start(text)
+        transport = invite_header(text, "X-Edge-Transport", at)
+        source = invite_header(text, "X-Edge-Source", at)
+        # without the edge (a caller straight to FreeSWITCH) the last hop is all we know
+        if transport is None:
+            transport = header_value(text, "variable_sip_via_protocol", at)
+        if source is None:
+            ip = header_value(text, "variable_sip_network_ip", at)
+            source = f"{ip}:{header_value(text, 'variable_sip_network_port', at)}"
         return cls(
             uuid=event.uuid or "",
-            sip_call_id=header_value(text, "variable_sip_call_id"),
-            did=header_value(text, "variable_sip_req_user"),
+            sip_call_id=header_value(text, "variable_sip_call_id", at),
+            did=header_value(text, "variable_sip_req_user", at),
             caller=header_value(text, "Caller-Caller-ID-Number"),
-            # without the edge (a caller straight to FreeSWITCH) the last hop is all we know
-            transport=(
-                header_value(text, "variable_sip_via_protocol") if transport is None else transport
-            ),
-            source=via if source is None else source,
+            transport=transport,
+            source=source,
             # FreeSWITCH answers an RTP/SAVP offer with RTP/SAVP (see the fixtures README);
             # its URL encoding leaves letters and "/" alone, so the SDP need not be decoded
-            srtp="RTP/SAVP" in header_raw(text, "variable_switch_r_sdp"),
+            srtp="RTP/SAVP" in header_raw(text, "variable_switch_r_sdp", at),
             park_text=text,
+            variables_at=at,
         )
 
 
@@ -96,9 +107,10 @@ def _values(raw: str) -> list[str]:
     return decoded[len(_ARRAY) :].split("|:") if decoded.startswith(_ARRAY) else [decoded]
 
 
-def invite_header(text: str, name: str) -> str | None:
-    """Header ``name``'s first value in an event's header block, without the others."""
-    raw = find_header(text, f"variable_sip_i_{name.lower().replace('-', '_')}")
+def invite_header(text: str, name: str, start: int = 0) -> str | None:
+    """Header ``name``'s first value in an event's header block, without the others
+    (``start``: where to search from, e.g. ``variables_start(text)``)."""
+    raw = find_header(text, f"variable_sip_i_{name.lower().replace('-', '_')}", start)
     return None if raw is None else _values(raw)[0]
 
 
