@@ -108,7 +108,7 @@ class CallSession:
         self.record = CallRecord(
             **{name: getattr(invite, name) for name in _IDENTITY}, started_at=time.time()
         )
-        self._ended = asyncio.Event()
+        self._end_waiters: list[asyncio.Future[bool]] = []  # in wait_ended
         self._interruptible: set[asyncio.Task[Any]] = set()  # in _until_ended
         self._bot: asyncio.Task[Any] | None = None  # running the bot's flow (run_bot)
         self._bot_stopped = False
@@ -158,7 +158,7 @@ class CallSession:
 
     @property
     def ended(self) -> bool:
-        return self._ended.is_set()
+        return self._hangup is not None
 
     # -- bot actions -------------------------------------------------------------------
 
@@ -200,10 +200,7 @@ class CallSession:
 
     async def finish(self, payload: Mapping[str, Any]) -> None:
         await self._send_info(payload, final=True)
-        try:
-            async with asyncio.timeout(self.settings.final_bye_timeout):
-                await self._ended.wait()
-        except TimeoutError:
+        if not await self.wait_ended(self.settings.final_bye_timeout):
             self.log.warning(
                 "no BYE from RingCX %ss after the final intent; hanging up",
                 self.settings.final_bye_timeout,
@@ -235,10 +232,7 @@ class CallSession:
         reply = await self.esl.api(f"uuid_kill {self.uuid} {cause}")
         if not reply.startswith("+OK"):
             self.log.info("uuid_kill: %s", reply.strip())  # gone already: its event is due
-        try:
-            async with asyncio.timeout(self.esl.settings.reply_timeout):
-                await self._ended.wait()
-        except TimeoutError:
+        if not await self.wait_ended(self.esl.settings.reply_timeout):
             self.log.warning("no CHANNEL_HANGUP_COMPLETE after uuid_kill; taking the call as over")
             self.mark_ended("NO_HANGUP_EVENT", caller_hung_up=False)
 
@@ -251,7 +245,8 @@ class CallSession:
         record.hangup_cause = hangup_cause
         self._hangup = (hangup_cause, caller_hung_up)
         self._decide(hangup_cause, caller_hung_up)
-        self._ended.set()
+        for waiter in self._end_waiters:
+            _settle(waiter, True)
         for task in self._interruptible:
             task.cancel(_CALL_ENDED)
         if self._bot is not None:
@@ -311,8 +306,24 @@ class CallSession:
             extra={"outcome": record.outcome},
         )
 
-    async def wait_ended(self) -> None:
-        await self._ended.wait()
+    async def wait_ended(self, within: float | None = None) -> bool:
+        """Wait until the call has ended, or at most ``within`` seconds: whether it has.
+
+        A future and a timer: ``asyncio.timeout`` around an ``asyncio.Event`` cost several
+        times as much, and every call waits like this for RingCX's BYE.
+        """
+        if self.ended:
+            return True
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[bool] = loop.create_future()
+        timer = None if within is None else loop.call_later(within, _settle, waiter, False)
+        self._end_waiters.append(waiter)
+        try:
+            return await waiter
+        finally:
+            self._end_waiters.remove(waiter)
+            if timer is not None:
+                timer.cancel()
 
     # -- internals ---------------------------------------------------------------------
 
@@ -391,6 +402,11 @@ class CallSession:
             raise CallEnded(self.uuid) from None
         finally:
             self._interruptible.discard(task)
+
+
+def _settle(waiter: asyncio.Future[bool], ended: bool) -> None:
+    if not waiter.done():
+        waiter.set_result(ended)
 
 
 def _one_word(value: str, what: str) -> str:

@@ -28,7 +28,6 @@ records them all as Failed, then sets the gate again.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 from collections.abc import Coroutine
@@ -156,7 +155,7 @@ class Controller:
         self.calls.add(call)
         self._idle.clear()
         # Without it FreeSWITCH answers +OK to uuid_send_info and sends nothing (fixtures).
-        info_enabled = park.variable("fs_send_unsupported_info") == "true"
+        info_enabled = invite.variable("fs_send_unsupported_info") == "true"
         self._spawn(self._run(call, info_enabled))
 
     async def _run(self, call: CallSession, info_enabled: bool) -> None:
@@ -204,9 +203,7 @@ class Controller:
         self._settle(call, await call.run_bot(bot.on_call_start(call)))
         if not call.ended:
             if call.record.final_at is not None:  # StopBot after the final intent
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(self.settings.call.final_bye_timeout):
-                        await call.wait_ended()
+                await call.wait_ended(self.settings.call.final_bye_timeout)
             await self._end(call)
         await call.wait_ended()
         assert call.record.outcome is not None

@@ -74,6 +74,11 @@ class Invite(CallIdentity):
         """The (first) value of header ``name``, any case, decoded; ``None`` when absent."""
         return invite_header(self.park_text, name, self.variables_at)
 
+    def variable(self, name: str) -> str:
+        """Channel variable ``name`` as the CHANNEL_PARK event carried it, decoded (``""``
+        when unset)."""
+        return header_value(self.park_text, f"variable_{name}", self.variables_at)
+
     @classmethod
     def from_park(cls, event: ChannelPark) -> Invite:
         text = event.text
