@@ -14,7 +14,7 @@ import asyncio
 import json
 import logging
 import sys
-from collections.abc import MutableMapping
+from collections.abc import Iterator, MutableMapping
 from typing import Any, TextIO
 
 from .settings import LogSettings
@@ -58,26 +58,30 @@ class TextFormatter(logging.Formatter):
 
 
 class BatchingHandler(logging.StreamHandler[TextIO]):
-    """Formats each line at once and writes them in batches: a line waits at most
-    ``interval`` seconds (flushed by the running event loop), a WARNING or worse goes out at
-    once with everything before it, and so does every line logged outside an event loop.
-    ``interval=0`` writes every line at once."""
+    """Writes lines in batches: a line waits at most ``interval`` seconds (flushed by the
+    running event loop), a WARNING or worse goes out at once with everything before it, and
+    so does every line logged outside an event loop. ``interval=0`` writes every line at once.
+
+    A record's message is rendered when it is logged (its arguments may change later), the
+    rest of its line with the batch: formatting lines one after another, with the code at
+    hand, cost a fraction of formatting each on its own between two calls' events.
+    """
 
     def __init__(self, stream: TextIO, interval: float) -> None:
         super().__init__(stream)
         self.interval = interval
-        self._lines: list[str] = []
+        self._records: list[logging.LogRecord] = []
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            line = self.format(record)
+            record.msg, record.args = record.getMessage(), None
         except Exception:
             self.handleError(record)
             return
-        self._lines.append(line)
+        self._records.append(record)
         if record.levelno >= logging.WARNING or self.interval <= 0:
             self.flush()
-        elif len(self._lines) == 1:  # the first of a batch: make sure it goes out in time
+        elif len(self._records) == 1:  # the first of a batch: make sure it goes out in time
             try:
                 asyncio.get_running_loop().call_later(self.interval, self.flush)
             except RuntimeError:  # no event loop in this thread
@@ -85,10 +89,17 @@ class BatchingHandler(logging.StreamHandler[TextIO]):
 
     def flush(self) -> None:
         with self.lock:  # type: ignore[union-attr]  # created by Handler.__init__
-            if self._lines:
-                lines, self._lines = self._lines, []
-                self.stream.write("".join(f"{line}\n" for line in lines))
+            if self._records:
+                records, self._records = self._records, []
+                self.stream.write("".join(self._lines(records)))
             self.stream.flush()
+
+    def _lines(self, records: list[logging.LogRecord]) -> Iterator[str]:
+        for record in records:
+            try:
+                yield f"{self.format(record)}\n"
+            except Exception:
+                self.handleError(record)
 
 
 class CallLogger(logging.LoggerAdapter[logging.Logger]):

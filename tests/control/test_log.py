@@ -70,3 +70,13 @@ async def test_shutdown_writes_what_is_left(logged) -> None:
     logger.info("last words")
     logging.shutdown([lambda: handler])  # what runs at exit, for every handler
     assert stream.getvalue() == "INFO last words\n"
+
+
+async def test_a_line_says_what_its_arguments_were_when_it_was_logged(logged) -> None:
+    """Lines are formatted with their batch, but their message is rendered at once."""
+    logger, stream, handler = logged
+    state = {"step": 1}
+    logger.info("state %s", state)
+    state["step"] = 2
+    handler.flush()
+    assert stream.getvalue() == "INFO state {'step': 1}\n"
