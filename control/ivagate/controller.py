@@ -281,11 +281,16 @@ class Controller:
         log.info("ivagate_ready=%s: %s", value, reply.strip())
 
     def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.create_task(work)
-        self._tasks.add(task)
-        task.add_done_callback(self._task_done)
+        self._tasks.add(asyncio.create_task(self._guarded(work)))
 
-    def _task_done(self, task: asyncio.Task[None]) -> None:
-        self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.error("controller task failed", exc_info=task.exception())
+    async def _guarded(self, work: Coroutine[Any, Any, None]) -> None:
+        """Run ``work``, log what it raises, forget its task (here, not in a done-callback:
+        a callback is one more turn of the event loop per call)."""
+        try:
+            await work
+        except Exception:
+            log.exception("controller task failed")
+        finally:
+            task = asyncio.current_task()
+            if task is not None:
+                self._tasks.discard(task)
