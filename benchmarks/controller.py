@@ -3,7 +3,9 @@
 The controller runs as its own process (``ivagate run``, default settings: INFO logs as JSON,
 here to a file), so its CPU and memory are its own; it connects over loopback TCP to the ESL
 double (``tests/support/esl_double.py``, recorded FreeSWITCH bytes) running in this process.
-Every call goes to ``BenchBot`` (``controller_bot.py``): answer, one update, the final
+Every call is parked as it comes through the edge (the recorded CHANNEL_PARK with the
+edge's ``X-Edge-Transport`` and ``X-Edge-Source`` headers) and goes to ``BenchBot``
+(``controller_bot.py``): answer, one update, the final
 intent (the flow of the issue's reference figures); the double plays RingCX's BYE ``HOLD``
 seconds after the final INFO arrived. The controller has core ``CONTROLLER_CORE`` to itself;
 this driver and the double run on ``DRIVER_CORE``.
@@ -99,8 +101,14 @@ class Controller:
         return 0.0
 
 
+# What the edge adds to every INVITE it forwards (kamailio/): the media node sees no call
+# without them in the deployed stack.
+EDGE_HEADERS = {"X-Edge-Transport": "tls", "X-Edge-Source": "198.51.100.7:5061"}
+
+
 class Caller:
-    """RingCX's side: parks calls on the double and sends each BYE ``HOLD`` after its final."""
+    """RingCX's side, through the edge: parks calls on the double and sends each BYE
+    ``HOLD`` after its final INFO."""
 
     def __init__(self, double: EslDouble, hold: float) -> None:
         self.double = double
@@ -114,7 +122,7 @@ class Caller:
             delay = start + i / rate - time.perf_counter()
             if delay > 0:
                 await asyncio.sleep(delay)
-            uuid = await self.double.park()
+            uuid = await self.double.park(headers=EDGE_HEADERS)
             self.open[uuid] = self.double.channels[uuid]
 
     async def hang_up(self) -> None:

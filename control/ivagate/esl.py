@@ -489,7 +489,7 @@ class EslClient:
         else:
             head, _, body = text.partition("\n\n")
         if name == "CHANNEL_EXECUTE_COMPLETE":
-            wanted = header_value(head, "Application-UUID") in self._apps
+            wanted = header_value(head, "Application-UUID", from_end=True) in self._apps
         elif name == "BACKGROUND_JOB":
             wanted = header_value(head, "Job-UUID") in self._jobs
         else:

@@ -139,22 +139,27 @@ def _line_end(text: str, start: int) -> int:
     return end if end >= 0 else len(text)
 
 
-def find_header(text: str, name: str, start: int = 0) -> str | None:
+def find_header(text: str, name: str, start: int = 0, *, from_end: bool = False) -> str | None:
     """One header of a header block as sent, still URL-encoded; ``None`` if absent.
-    ``start``: where to search from, a line's start or the newline before it.
+    ``start``: where to search from, a line's start or the newline before it;
+    ``from_end``: search backwards, for a header FreeSWITCH sends among the last ones.
 
     ``str.find``, not a regular expression: a multi-line pattern is tried at every position
     of a header block that runs to 10 KB, and each call's events are searched some twenty
     times (which is also why this is written out rather than built on ``_next_line``).
     """
     key = f"\n{name}: "
-    if text.startswith(key[1:], start):
+    at = -1
+    if from_end:
+        at = text.rfind(key, start)
+    elif not text.startswith(key[1:], start):
+        at = text.find(key, start)
+    if at >= 0:
+        at += len(key)
+    elif text.startswith(key[1:], start):
         at = start + len(key) - 1
     else:
-        at = text.find(key, start)
-        if at < 0:
-            return None
-        at += len(key)
+        return None
     end = text.find("\n", at)
     return text[at:end] if end >= 0 else text[at:]
 
@@ -170,10 +175,10 @@ def variables_start(text: str) -> int:
     return max(text.find("\nvariable_"), 0)
 
 
-def header_value(text: str, name: str, start: int = 0) -> str:
+def header_value(text: str, name: str, start: int = 0, *, from_end: bool = False) -> str:
     """One header of a header block, URL-decoded (``""`` if absent), without parsing the rest
-    (``start`` as for ``find_header``)."""
-    raw = find_header(text, name, start)
+    (``start`` and ``from_end`` as for ``find_header``)."""
+    raw = find_header(text, name, start, from_end=from_end)
     if raw is None:
         return ""
     return unquote(raw) if "%" in raw else raw
@@ -194,8 +199,8 @@ def parse_event(text: str, body: str = "", name: str | None = None) -> EslEvent:
     """The typed event for one ``text/event-plain`` frame: its header block and body
     (``name``: its Event-Name, when the caller has read it already)."""
 
-    def field(name: str) -> str:
-        return header_value(text, name)
+    def field(name: str, *, from_end: bool = False) -> str:
+        return header_value(text, name, from_end=from_end)
 
     if name is None:
         name = field("Event-Name")
@@ -211,16 +216,17 @@ def parse_event(text: str, body: str = "", name: str | None = None) -> EslEvent:
         case "CHANNEL_EXECUTE_COMPLETE":
             return ChannelExecuteComplete(
                 **common,
-                application=field("Application"),
-                application_uuid=field("Application-UUID"),
-                application_response=field("Application-Response"),
+                # sent after the channel's variables: the last headers of the event
+                application=field("Application", from_end=True),
+                application_uuid=field("Application-UUID", from_end=True),
+                application_response=field("Application-Response", from_end=True),
                 hangup_cause=field("Hangup-Cause"),
             )
         case "CHANNEL_HANGUP_COMPLETE":
             return ChannelHangupComplete(
                 **common,
                 hangup_cause=field("Hangup-Cause"),
-                disposition=field("variable_sip_hangup_disposition"),
+                disposition=field("variable_sip_hangup_disposition", from_end=True),
             )
         case "BACKGROUND_JOB":
             return BackgroundJob(**common, job_uuid=field("Job-UUID"))
