@@ -397,12 +397,9 @@ class EslClient:
         At once, not gathered for a write at the end of the loop's turn: at 150 calls/s a
         turn rarely has two commands, and the deferred write cost a turn of the loop each.
         """
-        future = self._new_future()
-        conn = self._conn
-        if conn is None or not conn.connected:
-            _settle(future, None, EslDisconnected("no Event Socket connection"))
-        else:
-            conn.submit(data, future)
+        future = self._new_future()  # EslDisconnected when there is no connection
+        assert self._conn is not None  # set while connected
+        self._conn.submit(data, future)  # EslDisconnected when it is closing
         return future
 
     # -- the connection ----------------------------------------------------------------
