@@ -175,6 +175,7 @@ class EslDouble:
         self.connections = 0
         self.refuse = False  # close new connections at once (FreeSWITCH down)
         self.mute = False  # read commands but never answer (a stuck FreeSWITCH)
+        self.reply_delay = 0.0  # seconds before each command is answered (a busy FreeSWITCH)
         # channels whose caller hangs up as the next INFO arrives (recorded race: the
         # hangup events come before uuid_send_info's -ERR reply)
         self.hangup_on_info: set[str] = set()
@@ -298,7 +299,13 @@ class EslDouble:
                     writer.write(self._rec.auth_ok)
                     self._writers.append(writer)
                     continue
-                if not self.mute:
+                if self.mute:
+                    continue
+                if self.reply_delay:  # one delay for all: the replies keep their order
+                    asyncio.get_running_loop().call_later(
+                        self.reply_delay, self._command, writer, command
+                    )
+                else:
                     self._command(writer, command)
         except (asyncio.IncompleteReadError, ConnectionError):
             pass
