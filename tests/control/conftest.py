@@ -11,7 +11,7 @@ import uvloop
 
 from ivagate.controller import Controller
 from ivagate.settings import Settings
-from support.esl_double import FIXTURES, EslDouble
+from support.esl_double import EslDouble
 
 TEST_BOTS = {
     name: f"support.bots:{name}"
@@ -26,13 +26,6 @@ TEST_BOTS = {
         "Silent",
     )
 }
-
-if not (FIXTURES / "esl").is_dir():
-    pytest.skip(
-        f"the FreeSWITCH recordings are missing at {FIXTURES}: set IVAGATE_FIXTURES",
-        allow_module_level=True,
-    )
-
 
 def pytest_asyncio_loop_factories(
     config: pytest.Config, item: pytest.Item

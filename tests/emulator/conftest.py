@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
-# Copied byte for byte from the FreeSWITCH 1.10.12 recordings (sip/ in the shared fixtures).
-SIP_RECORDING = Path(__file__).parent / "data" / "srtp-call-as-seen-by-caller.sip"
+SIP_RECORDING = (
+    Path(__file__).parents[1] / "fixtures/freeswitch-1.10.12/sip/srtp-call-as-seen-by-caller.sip"
+)
 
 
 @pytest.fixture(scope="session")

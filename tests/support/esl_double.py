@@ -1,11 +1,10 @@
 """An ESL test double: a real TCP server playing FreeSWITCH 1.10.12's inbound event socket.
 
-Every byte it sends comes from the recordings in ``shared/fixtures/freeswitch-1.10.12/esl``
-(``IVAGATE_FIXTURES`` overrides the directory), with the recorded channel UUID, Job-UUID /
-Application-UUID, DID, Call-ID, caller and event timestamp substituted and the Content-Length
-headers recomputed. The frame is chosen by the command received, and the double tracks each
-channel's state, so e.g. ``uuid_send_info`` after hangup gets the recorded ``-ERR Operation
-Failed``.
+Every byte it sends comes from the recordings in ``tests/fixtures/freeswitch-1.10.12/esl``,
+with the recorded channel UUID, Job-UUID / Application-UUID, DID, Call-ID, caller and event
+timestamp substituted and the Content-Length headers recomputed. The frame is chosen by the
+command received, and the double tracks each channel's state, so e.g. ``uuid_send_info`` after
+hangup gets the recorded ``-ERR Operation Failed``.
 
 Behaviour the recordings do not cover is marked ``NOT RECORDED`` below; tests avoid relying on
 it, and each is listed in the controller's report so it can be recorded from a real FreeSWITCH.
@@ -25,7 +24,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import re
 import time
 import uuid as uuidlib
@@ -36,12 +34,7 @@ from urllib.parse import quote
 
 __all__ = ["FIXTURES", "Channel", "EslDouble", "load_recording"]
 
-FIXTURES = Path(
-    os.environ.get(
-        "IVAGATE_FIXTURES",
-        Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "freeswitch-1.10.12",
-    )
-)
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "freeswitch-1.10.12"
 
 
 def load_recording(name: str) -> list[tuple[str, bytes]]:
