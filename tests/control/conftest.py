@@ -27,6 +27,7 @@ TEST_BOTS = {
     )
 }
 
+
 def pytest_asyncio_loop_factories(
     config: pytest.Config, item: pytest.Item
 ) -> Mapping[str, Callable[[], asyncio.AbstractEventLoop]]:
