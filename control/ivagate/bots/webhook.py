@@ -3,7 +3,8 @@
 The bot answers the call, then posts call *events* to the configured URL and carries out the
 *actions* listed in each reply, until an action ends the call. Options: ``WebhookOptions``,
 the ``call.bot_options.webhook`` entry (``IVAGATE_CALL__BOT_OPTIONS__WEBHOOK__URL``,
-``__SECRET``, ...); ``url`` (``https://``) and ``secret`` are required.
+``__SECRET``, ...): every request is signed, so ``secret`` is required, and ``url`` must be
+``https://`` unless ``allow_http`` is set.
 
 Protocol, version 1
 -------------------
