@@ -35,8 +35,9 @@ __all__ = [
 ]
 
 # The events the controller acts on; the subscription command is built from this tuple.
-# CHANNEL_ANSWER for what FreeSWITCH's answer negotiated (SRTP): it comes before the
-# uuid_answer job's BACKGROUND_JOB (recorded), so a bot sees it once answer() returns.
+# CHANNEL_ANSWER for what FreeSWITCH's answer negotiated (SRTP), which no other event tells
+# at that moment: one more 7 KB frame a call. It comes before the uuid_answer job's
+# BACKGROUND_JOB (recorded), so a bot sees it once answer() returns.
 SUBSCRIBED_EVENTS = (
     "CHANNEL_PARK",
     "CHANNEL_ANSWER",
