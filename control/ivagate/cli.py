@@ -29,6 +29,7 @@ from .controller import Controller
 from .emulator import cli as emulator_cli
 from .log import setup_logging
 from .settings import CONFIG_FILE_ENV, Settings
+from .validation import problems as validation_problems
 
 __all__ = ["Server", "config_problems", "main"]
 
@@ -74,19 +75,23 @@ def config_problems() -> tuple[Settings | None, list[str]]:
     try:
         settings = Settings()  # required fields come from the environment or the file
     except ValidationError as exc:
-        return None, [
-            f"{'.'.join(str(part) for part in error['loc']) or '(root)'}: {error['msg']}"
-            for error in exc.errors()
-        ]
+        return None, validation_problems(exc)
     problems: list[str] = []
     if settings.esl.password.get_secret_value() == "ClueCon":
         problems.append("esl.password: FreeSWITCH's default password is refused")
     controller = Controller(settings)
+    routing = settings.routing
     try:
-        controller.bots.load_all()
+        controller.bots.load_all(routing.routed_bots())
     except BotLoadError as exc:
         problems.append(f"call.bots: {exc}")
-    routing = settings.routing
+    if not routing.dids and not routing.bot_header:
+        # a warning, not a problem: a node may be set up before its DIDs are known
+        fate = "gets 404" if routing.default_bot is None else f"goes to {routing.default_bot!r}"
+        print(
+            f"warning: no routing.dids and no routing.bot_header: every call {fate}",
+            file=sys.stderr,
+        )
     routes: dict[str, str | None] = {f"routing.dids.{d}": bot for d, bot in routing.dids.items()}
     routes["routing.default_bot"] = routing.default_bot
     for path, bot in routes.items():

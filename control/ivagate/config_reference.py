@@ -1,4 +1,5 @@
-"""The configuration reference, generated from the settings model.
+"""The configuration reference, generated from the settings model and the options model
+of the built-in webhook bot (its ``call.bot_options.webhook`` entry).
 
 ``ivagate config-reference`` prints it as a Markdown table; the README carries the same text
 between two markers and a test keeps the two equal, so the reference cannot go stale.
@@ -12,6 +13,7 @@ from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
+from ivagate.bots.webhook import WebhookBot, WebhookOptions
 from ivagate.settings import Settings
 
 __all__ = ["BEGIN_MARKER", "END_MARKER", "render"]
@@ -26,7 +28,8 @@ def _default(field: FieldInfo) -> str:
         return "" if isinstance(value, BaseModel) else f"`{value!r}`"
     if field.default is PydanticUndefined:
         return "**required**"
-    return f"`{field.default!r}`"
+    value = field.default
+    return f"`{value.model_dump() if isinstance(value, BaseModel) else value!r}`"
 
 
 def _rows(model: type[BaseModel], env: str, toml: str) -> Iterator[str]:
@@ -45,5 +48,10 @@ def render() -> str:
         "| environment variable | TOML key | default | meaning |",
         "| --- | --- | --- | --- |",
         *_rows(Settings, "IVAGATE_", ""),
+        *_rows(
+            WebhookOptions,
+            f"IVAGATE_CALL__BOT_OPTIONS__{WebhookBot.name.upper()}__",
+            f"call.bot_options.{WebhookBot.name}.",
+        ),
     ]
     return "\n".join(lines) + "\n"

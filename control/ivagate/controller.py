@@ -7,17 +7,18 @@ Public surface (the HTTP API, ``ivagate run`` and the benchmark build on it)::
     controller.connected          # the Event Socket connection is up
     controller.ready              # connected, not draining, ivagate_ready=true on FreeSWITCH
     controller.draining
-    controller.calls              # ivagate.calls.CallRegistry (get / all / active)
+    controller.calls              # ivagate.calls.registry.CallRegistry (get / all / active)
     controller.bots               # ivagate.bots.registry.BotRegistry
+    controller.metrics            # ivagate.metrics.Metrics (its registry is GET /metrics)
     await controller.drain()      # ivagate_ready=false: new calls get 503 from the dialplan
     await controller.wait_idle()  # returns once no call is active
     await controller.stop()       # drain, let calls finish (call.drain_timeout), end the rest
 
-Life of a call: CHANNEL_PARK -> route (header, DID, default; none -> ``respond 404`` without
-answering) -> ``bot.on_call_start(call)`` in the call's task -> the bot finishes (final intent,
-then RingCX's BYE, or ours after ``call.final_bye_timeout``) or fails (exception, returns
-without a final intent: we hang up, outcome Failed) -> ``bot.on_hangup`` -> the call moves to
-the registry's ended list.
+Life of a call: CHANNEL_PARK -> route (header, DID, default bot if set; none -> ``respond
+404`` without answering) -> ``bot.on_call_start(call)`` in the call's task -> the bot finishes
+(final intent, then RingCX's BYE, or ours after ``call.final_bye_timeout``) or fails
+(exception, returns without a final intent: we hang up, outcome Failed) -> ``bot.on_hangup``
+-> the call moves to the registry's ended list.
 
 Failover: ``ivagate_ready`` is set true only while connected and not draining. When the Event
 Socket drops, every active call's bot is stopped (nothing can be sent); once the connection
@@ -33,14 +34,15 @@ import logging
 from collections.abc import Coroutine
 from typing import Any
 
-from . import metrics
 from .bots.base import Bot, CallEnded, StopBot
 from .bots.registry import BotRegistry
-from .calls import CallRegistry, CallSession
+from .calls.registry import CallRegistry
+from .calls.session import CallSession
 from .esl import EslClient, EslError
-from .events import ChannelHangupComplete, ChannelPark, Dtmf, EslEvent
+from .events import ChannelAnswer, ChannelHangupComplete, ChannelPark, Dtmf, EslEvent
 from .invite import Invite
 from .log import CallLogger
+from .metrics import Metrics
 from .routing import choose_bot
 from .settings import Settings
 
@@ -55,10 +57,11 @@ class Controller:
     def __init__(self, settings: Settings, esl: EslClient | None = None) -> None:
         self.settings = settings
         self.esl = esl or EslClient(settings.esl)
-        # the [webhook] section is the webhook bot's options; call.bot_options can override
-        options = {"webhook": settings.webhook.model_dump(), **settings.call.bot_options}
-        self.bots = BotRegistry(settings.call.bots, options)
+        self.bots = BotRegistry(settings.call.bots, settings.call.bot_options)
         self.calls = CallRegistry(settings.call.keep_ended)
+        self.metrics = Metrics()
+        # read when /metrics is scraped: exact, and nothing to keep up to date per call
+        self.metrics.active_calls.set_function(self.calls.active_count)
         self._ready = False
         self._draining = False
         self._bots: dict[str, Bot] = {}
@@ -84,10 +87,9 @@ class Controller:
     # -- lifecycle ---------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Load every bot (a broken one fails here), then connect in the background."""
-        self.bots.load_all()
-        # read when /metrics is scraped: exact, and nothing to keep up to date per call
-        metrics.ACTIVE_CALLS.set_function(self.calls.active_count)
+        """Load every bot and check the options of those configured or routed to (a broken
+        one fails here), then connect in the background."""
+        self.bots.load_all(self.settings.routing.routed_bots())
         await self.esl.start(self)
 
     async def drain(self) -> None:
@@ -116,16 +118,18 @@ class Controller:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.esl.close()
-        metrics.READY.set(0)
+        self.metrics.ready.set(0)
 
     # -- Event Socket listener (called on the loop, in wire order) ----------------------
 
     def esl_connected(self) -> None:
+        self.metrics.esl_connected.set(1)
         self._spawn(self._resume())
 
     def esl_disconnected(self) -> None:
         self._ready = False
-        metrics.READY.set(0)
+        self.metrics.esl_connected.set(0)
+        self.metrics.ready.set(0)
         for call in self.calls.active():
             if call.ended:
                 continue
@@ -143,6 +147,8 @@ class Controller:
             return
         if isinstance(event, ChannelHangupComplete):
             call.mark_ended(event.hangup_cause, event.disposition.startswith("recv_"))
+        elif isinstance(event, ChannelAnswer):
+            call.answered(event.srtp)
         elif isinstance(event, Dtmf) and not call.collecting and call.uuid in self._bots:
             self._spawn(self._dtmf(call, self._bots[call.uuid], event.digit))
 
@@ -151,7 +157,7 @@ class Controller:
     def _take(self, park: ChannelPark) -> None:
         invite = Invite.from_park(park)
         call_log = CallLogger(log, invite.uuid, invite.sip_call_id)
-        call = CallSession(invite, self.esl, self.settings.call, call_log)
+        call = CallSession(invite, self.esl, self.settings.call, call_log, self.metrics)
         self.calls.add(call)
         self._idle.clear()
         # Without it FreeSWITCH answers +OK to uuid_send_info and sends nothing (fixtures).
@@ -187,6 +193,8 @@ class Controller:
         finally:
             self._bots.pop(call.uuid, None)
             self.calls.retire(call)
+            if call.record.outcome is not None:
+                self.metrics.calls_ended[call.record.outcome].inc()
             if not self.calls.active_count():
                 self._idle.set()
 
@@ -277,7 +285,7 @@ class Controller:
         value = "true" if ready else "false"
         reply = await self.esl.api(f"global_setvar ivagate_ready={value}")
         self._ready = ready and reply.startswith("+OK")
-        metrics.READY.set(1 if self.ready else 0)
+        self.metrics.ready.set(1 if self.ready else 0)
         log.info("ivagate_ready=%s: %s", value, reply.strip())
 
     def _spawn(self, work: Coroutine[Any, Any, None]) -> None:

@@ -46,7 +46,6 @@ from typing import Any, Protocol, cast
 import greenlet
 from greenswitch.esl import InboundESL
 
-from . import metrics
 from .events import (
     EVENTS_WITHOUT_BODY,
     SUBSCRIBED_EVENTS,
@@ -458,7 +457,6 @@ class EslClient:
         if up == self._connected:
             return
         self._connected = up
-        metrics.ESL_CONNECTED.set(1 if up else 0)
         assert self._listener is not None
         if up:
             self._listener.esl_connected()

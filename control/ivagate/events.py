@@ -20,13 +20,13 @@ __all__ = [
     "EVENTS_WITHOUT_BODY",
     "SUBSCRIBED_EVENTS",
     "BackgroundJob",
+    "ChannelAnswer",
     "ChannelExecuteComplete",
     "ChannelHangupComplete",
     "ChannelPark",
     "Dtmf",
     "EslEvent",
     "find_header",
-    "header_raw",
     "header_value",
     "headers_named",
     "parse_event",
@@ -35,10 +35,12 @@ __all__ = [
 ]
 
 # The events the controller acts on; the subscription command is built from this tuple.
-# Not CHANNEL_ANSWER: the controller answers every call itself and learns of it from its
-# uuid_answer's reply; each event costs the controller a read and a parse (7 KB here).
+# CHANNEL_ANSWER for what FreeSWITCH's answer negotiated (SRTP), which no other event tells
+# at that moment: one more 7 KB frame a call. It comes before the uuid_answer job's
+# BACKGROUND_JOB (recorded), so a bot sees it once answer() returns.
 SUBSCRIBED_EVENTS = (
     "CHANNEL_PARK",
+    "CHANNEL_ANSWER",
     "CHANNEL_EXECUTE_COMPLETE",
     "CHANNEL_HANGUP_COMPLETE",
     "BACKGROUND_JOB",
@@ -46,7 +48,13 @@ SUBSCRIBED_EVENTS = (
 )
 # Of those, the ones FreeSWITCH sends without a body (as recorded): all their text is headers.
 EVENTS_WITHOUT_BODY = frozenset(
-    {"CHANNEL_PARK", "CHANNEL_EXECUTE_COMPLETE", "CHANNEL_HANGUP_COMPLETE", "DTMF"}
+    {
+        "CHANNEL_PARK",
+        "CHANNEL_ANSWER",
+        "CHANNEL_EXECUTE_COMPLETE",
+        "CHANNEL_HANGUP_COMPLETE",
+        "DTMF",
+    }
 )
 
 
@@ -78,6 +86,15 @@ class EslEvent:
 @dataclass(frozen=True, kw_only=True, eq=False)
 class ChannelPark(EslEvent):
     """The dialplan parked a call for the controller: the call starts here."""
+
+
+@dataclass(frozen=True, kw_only=True, eq=False)
+class ChannelAnswer(EslEvent):
+    """FreeSWITCH answered the call. ``srtp``: its answer negotiated SRTP (recorded: the
+    answer's ``rtp_secure_media_negotiated`` names the crypto suite, and is absent from a
+    plain RTP/AVP call's events)."""
+
+    srtp: bool
 
 
 @dataclass(frozen=True, kw_only=True, eq=False)
@@ -127,9 +144,10 @@ def parse_plain_headers(text: str) -> dict[str, str]:
 
 
 def _next_line(text: str, prefix: str, begin: int = 0) -> int:
-    """Where the first line from ``begin`` on that starts with ``prefix`` starts, or -1."""
-    if begin == 0 and text.startswith(prefix):
-        return 0
+    """Where the first line from ``begin`` on (a line's start or the newline before it)
+    that starts with ``prefix`` starts, or -1."""
+    if text.startswith(prefix, begin):
+        return begin
     at = text.find(f"\n{prefix}", begin)
     return at if at < 0 else at + 1
 
@@ -145,28 +163,18 @@ def find_header(text: str, name: str, start: int = 0, *, from_end: bool = False)
     ``from_end``: search backwards, for a header FreeSWITCH sends among the last ones.
 
     ``str.find``, not a regular expression: a multi-line pattern is tried at every position
-    of a header block that runs to 10 KB, and each call's events are searched some twenty
-    times (which is also why this is written out rather than built on ``_next_line``).
+    of a header block that runs to 10 KB, and each call's events are searched some thirty
+    times (control/README.md, Benchmark: "Header look-ups").
     """
-    key = f"\n{name}: "
-    at = -1
-    if from_end:
-        at = text.rfind(key, start)
-    elif not text.startswith(key[1:], start):
-        at = text.find(key, start)
-    if at >= 0:
-        at += len(key)
-    elif text.startswith(key[1:], start):
-        at = start + len(key) - 1
+    prefix = f"{name}: "
+    if from_end and (last := text.rfind(f"\n{prefix}", start)) >= 0:
+        at = last + 1
     else:
+        at = _next_line(text, prefix, start)
+    if at < 0:
         return None
-    end = text.find("\n", at)
-    return text[at:end] if end >= 0 else text[at:]
-
-
-def header_raw(text: str, name: str, start: int = 0) -> str:
-    """One header of a header block as sent, still URL-encoded (``""`` if absent)."""
-    return find_header(text, name, start) or ""
+    at += len(prefix)
+    return text[at : _line_end(text, at)]
 
 
 def variables_start(text: str) -> int:
@@ -213,6 +221,10 @@ def parse_event(text: str, body: str = "", name: str | None = None) -> EslEvent:
     match name:
         case "CHANNEL_PARK":
             return ChannelPark(**common)
+        case "CHANNEL_ANSWER":
+            # set when the answer is made: among the event's last headers
+            negotiated = find_header(text, "variable_rtp_secure_media_negotiated", from_end=True)
+            return ChannelAnswer(**common, srtp=negotiated is not None)
         case "CHANNEL_EXECUTE_COMPLETE":
             return ChannelExecuteComplete(
                 **common,

@@ -18,7 +18,6 @@ from multidict import CIMultiDict, CIMultiDictProxy
 from .events import (
     ChannelPark,
     find_header,
-    header_raw,
     header_value,
     headers_named,
     variables_start,
@@ -47,7 +46,6 @@ class CallIdentity:
     caller: str
     transport: str
     source: str
-    srtp: bool
 
 
 @dataclass(kw_only=True)
@@ -98,9 +96,6 @@ class Invite(CallIdentity):
             caller=header_value(text, "Caller-Caller-ID-Number"),
             transport=transport,
             source=source,
-            # FreeSWITCH answers an RTP/SAVP offer with RTP/SAVP (see the fixtures README);
-            # its URL encoding leaves letters and "/" alone, so the SDP need not be decoded
-            srtp="RTP/SAVP" in header_raw(text, "variable_switch_r_sdp", at),
             park_text=text,
             variables_at=at,
         )

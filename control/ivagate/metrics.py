@@ -1,7 +1,7 @@
 """Prometheus metrics of one controller, served by ``GET /metrics``.
 
-They live in their own registry so that several controllers in one process (tests,
-benchmarks) do not collide with the client library's global one.
+``Metrics`` owns its own registry: each controller (several run in one process in tests and
+benchmarks) counts its own calls, apart from the client library's global registry.
 """
 
 from __future__ import annotations
@@ -10,44 +10,49 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from .bots.base import Outcome
 
-__all__ = [
-    "ACTIVE_CALLS",
-    "CALLS_ENDED",
-    "CALLS_ENDED_BY_OUTCOME",
-    "ESL_CONNECTED",
-    "INFO_FAILED",
-    "INFO_HANDOFF_SECONDS",
-    "INFO_SENT",
-    "READY",
-    "REGISTRY",
-]
+__all__ = ["Metrics"]
 
-REGISTRY = CollectorRegistry(auto_describe=True)
 
-CALLS_ENDED = Counter(
-    "ivagate_calls_total",
-    "Calls ended, by outcome (Success, Failed, Disconnected)",
-    ["outcome"],
-    registry=REGISTRY,
-)
-# each outcome's series exists from the start (at 0), and no label lookup per call
-CALLS_ENDED_BY_OUTCOME = {outcome: CALLS_ENDED.labels(outcome=outcome.value) for outcome in Outcome}
-ACTIVE_CALLS = Gauge("ivagate_active_calls", "Calls taken and not yet ended", registry=REGISTRY)
-INFO_SENT = Counter(
-    "ivagate_info_sent_total", "INFO bodies FreeSWITCH accepted for sending", registry=REGISTRY
-)
-INFO_FAILED = Counter(
-    "ivagate_info_failed_total", "INFO bodies not sent, by reason", ["reason"], registry=REGISTRY
-)
-INFO_HANDOFF_SECONDS = Histogram(
-    "ivagate_info_handoff_seconds",
-    "From send_update()/finish() to FreeSWITCH's reply to uuid_send_info",
-    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0),
-    registry=REGISTRY,
-)
-ESL_CONNECTED = Gauge(
-    "ivagate_esl_connected", "1 while the Event Socket connection is up", registry=REGISTRY
-)
-READY = Gauge(
-    "ivagate_ready", "1 while this node takes new calls (ivagate_ready=true)", registry=REGISTRY
-)
+class Metrics:
+    """The controller's counters and gauges, in ``registry``."""
+
+    def __init__(self) -> None:
+        self.registry = registry = CollectorRegistry(auto_describe=True)
+        calls_ended = Counter(
+            "ivagate_calls_total",
+            "Calls ended, by outcome (Success, Failed, Disconnected)",
+            ["outcome"],
+            registry=registry,
+        )
+        # each outcome's series exists from the start (at 0), and no label lookup per call
+        self.calls_ended = {o: calls_ended.labels(outcome=o.value) for o in Outcome}
+        self.active_calls = Gauge(
+            "ivagate_active_calls", "Calls taken and not yet ended", registry=registry
+        )
+        self.info_sent = Counter(
+            "ivagate_info_sent_total",
+            "INFO bodies FreeSWITCH accepted for sending",
+            registry=registry,
+        )
+        self.info_failed = Counter(
+            "ivagate_info_failed_total",
+            "INFO bodies not sent, by reason",
+            ["reason"],
+            registry=registry,
+        )
+        self.info_handoff_seconds = Histogram(
+            "ivagate_info_handoff_seconds",
+            "From send_update()/finish() to FreeSWITCH's reply to uuid_send_info",
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0),
+            registry=registry,
+        )
+        self.esl_connected = Gauge(
+            "ivagate_esl_connected",
+            "1 while the Event Socket connection is up",
+            registry=registry,
+        )
+        self.ready = Gauge(
+            "ivagate_ready",
+            "1 while this node takes new calls (ivagate_ready=true)",
+            registry=registry,
+        )

@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, Field, HttpUrl, SecretStr, field_validator
+from pydantic import BaseModel, Field, SecretStr
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -27,7 +27,6 @@ __all__ = [
     "LogSettings",
     "RoutingSettings",
     "Settings",
-    "WebhookSettings",
 ]
 
 CONFIG_FILE_ENV = "IVAGATE_CONFIG_FILE"
@@ -47,18 +46,27 @@ class EslSettings(BaseModel):
 
 
 class RoutingSettings(BaseModel):
-    """How a call picks its bot: header, then DID, then the default bot."""
+    """How a call picks its bot: header, then DID, then the default bot, if any."""
 
     bot_header: str | None = Field(
         None,
         description="SIP header naming the bot (RingCentral: 'header name TBD'); off when unset",
     )
     dids: dict[str, str] = Field(
-        default_factory=dict, description="Request-URI user (DID) -> bot name"
+        default_factory=dict,
+        description="Request-URI user (DID) -> bot name: a bot takes only the DIDs listed "
+        "(the tenant boundary: all RingCentral customers call from the same supernets)",
     )
     default_bot: str | None = Field(
-        "demo", description="bot for calls no rule matched; unset -> such calls get 404"
+        None,
+        description="bot for calls no header or DID routed; unset: such calls get 404 "
+        "(a default bot takes every tenant's unrouted calls)",
     )
+
+    def routed_bots(self) -> set[str]:
+        """The bots the DIDs and the default name (the header may name any bot)."""
+        named = {*self.dids.values(), self.default_bot}
+        return {bot for bot in named if bot is not None}
 
 
 class CallSettings(BaseModel):
@@ -71,7 +79,8 @@ class CallSettings(BaseModel):
         10.0, gt=0, description="after the final intent, seconds to wait for RingCX's BYE"
     )
     bot_options: dict[str, dict[str, Any]] = Field(
-        default_factory=dict, description="bot name -> options passed to that bot"
+        default_factory=dict,
+        description="bot name -> options passed to that bot (the webhook bot's: below)",
     )
     bots: dict[str, str] = Field(
         default_factory=dict,
@@ -86,32 +95,6 @@ class CallSettings(BaseModel):
     drain_timeout: float = Field(
         60.0, gt=0, description="on shutdown, seconds active calls get to finish"
     )
-
-
-class WebhookSettings(BaseModel):
-    """The built-in ``webhook`` bot."""
-
-    url: HttpUrl | None = Field(None, description="where the webhook bot posts call events")
-    secret: SecretStr | None = Field(None, description="HMAC-SHA256 key for X-Ivagate-Signature")
-    timeout: float = Field(3.0, gt=0, description="seconds per webhook request")
-    retries: int = Field(2, ge=0, description="retries after a failed request")
-    idle_timeout: float = Field(
-        30.0, gt=0, description="seconds to wait for a digit when a reply ends the flow nowhere"
-    )
-    fallback: dict[str, Any] = Field(
-        default_factory=lambda: {"action": "finish", "payload": {"error": "webhook_unavailable"}},
-        description="action carried out when the webhook cannot be reached",
-    )
-
-    @field_validator("fallback")
-    @classmethod
-    def _fallback_ends_the_call(cls, value: dict[str, Any]) -> dict[str, Any]:
-        # Checked at start-up (and by check-config), not in a call that needs it. Imported
-        # here: the webhook bot's module owns the action schema and imports this one.
-        from ivagate.bots.webhook import ENDING_ACTION  # noqa: PLC0415
-
-        ENDING_ACTION.validate_python(value)
-        return value
 
 
 class ApiSettings(BaseModel):
@@ -149,7 +132,6 @@ class Settings(BaseSettings):
     esl: EslSettings
     routing: RoutingSettings = Field(default_factory=RoutingSettings)
     call: CallSettings = Field(default_factory=CallSettings)
-    webhook: WebhookSettings = Field(default_factory=WebhookSettings)
     api: ApiSettings = Field(default_factory=ApiSettings)
     log: LogSettings = Field(default_factory=LogSettings)
 

@@ -21,7 +21,9 @@ TEST_BOTS = {
         "UpdateAfterHangup",
         "Broken",
         "BrokenInit",
+        "Collect",
         "Daydream",
+        "FinishOnly",
         "Payloads",
         "Silent",
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
 from collections.abc import Callable
 
@@ -44,10 +45,64 @@ def test_check_config_names_unknown_bots(
 def test_check_config_ok(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """A valid configuration with the built-in bots passes."""
+    """A valid configuration with the built-in bots passes, without a warning."""
+    monkeypatch.setenv("IVAGATE_ESL__PASSWORD", "s3cret")
+    monkeypatch.setenv("IVAGATE_ROUTING__DIDS", '{"15550001000": "demo"}')
+    assert main(["check-config"]) == 0
+    out, err = capsys.readouterr()
+    assert "configuration OK" in out and err == ""
+
+
+def test_check_config_warns_when_nothing_routes(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """No DID and no header route: a warning (every call gets 404), not a failure."""
     monkeypatch.setenv("IVAGATE_ESL__PASSWORD", "s3cret")
     assert main(["check-config"]) == 0
-    assert "configuration OK" in capsys.readouterr().out
+    out, err = capsys.readouterr()
+    assert "configuration OK" in out
+    assert "warning: no routing.dids and no routing.bot_header: every call gets 404" in err
+
+
+def test_check_config_takes_webhook_options_from_nested_variables(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The webhook bot's options as one environment variable each, the fallback as JSON."""
+    monkeypatch.setenv("IVAGATE_ESL__PASSWORD", "s3cret")
+    monkeypatch.setenv("IVAGATE_ROUTING__DIDS", '{"15550001000": "webhook"}')
+    prefix = "IVAGATE_CALL__BOT_OPTIONS__WEBHOOK__"
+    monkeypatch.setenv(f"{prefix}URL", "https://hooks.example/ivagate")
+    monkeypatch.setenv(f"{prefix}SECRET", "k")
+    monkeypatch.setenv(f"{prefix}FALLBACK", '{"action": "hangup"}')
+    assert main(["check-config"]) == 0
+    assert capsys.readouterr().err == ""
+    monkeypatch.setenv(f"{prefix}FALLBACK", '{"action": "say", "text": "hi"}')
+    assert main(["check-config"]) == 2
+    assert "call.bot_options.webhook: fallback" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"url": "https://hooks.example/ivagate"}, "secret"),
+        ({"url": "http://hooks.example/ivagate", "secret": "k"}, "is not https://"),
+    ],
+    ids=["no-secret", "http"],
+)
+def test_check_config_refuses_an_unsafe_webhook(
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    options: dict[str, str],
+    message: str,
+) -> None:
+    """A webhook routed to without a secret, or at an http:// URL, fails the check."""
+    monkeypatch.setenv("IVAGATE_ESL__PASSWORD", "s3cret")
+    monkeypatch.setenv("IVAGATE_ROUTING__DIDS", '{"15550001000": "webhook"}')
+    monkeypatch.setenv("IVAGATE_CALL__BOT_OPTIONS", json.dumps({"webhook": options}))
+    assert main(["check-config"]) == 2
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line.startswith("call.bots: bot 'webhook': call.bot_options.webhook: ")
+    assert message in line
 
 
 async def test_run_starts_and_shuts_down_in_order(

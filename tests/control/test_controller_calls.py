@@ -9,7 +9,7 @@ import logging
 import pytest
 
 from ivagate.bots.base import Outcome
-from ivagate.calls import CallRecord
+from ivagate.calls.records import CallRecord
 from ivagate.controller import Controller
 from ivagate.log import JsonFormatter, TextFormatter
 from support import bots
@@ -42,6 +42,7 @@ async def test_full_call_two_updates_and_final(double: EslDouble, controller_on)
     ]
     assert record.outcome is Outcome.SUCCESS
     assert record.answered_at is not None  # uuid_answer's reply was +OK
+    assert record.srtp is True  # the double answers as recorded: RTP/SAVP
     assert [info.final for info in record.infos] == [False, False, True]
     assert all(info.reply == "+OK Success" and info.sip_status is None for info in record.infos)
     assert record.sip_call_id == double.channels[uuid].call_id
@@ -113,6 +114,23 @@ async def test_info_racing_the_bye_gets_recorded_err(double: EslDouble, controll
     assert [(i.seq, i.reply) for i in record.infos] == [(1, "-ERR Operation Failed")]
     assert record.outcome is Outcome.DISCONNECTED
     assert double.channels[uuid].infos == []
+
+
+async def test_final_intent_lost_to_the_bye_is_not_success(
+    double: EslDouble, controller_on
+) -> None:
+    """The final INFO races the caller's BYE (recorded: the hangup events come before
+    uuid_send_info's -ERR): the final intent never left, so the call is Disconnected."""
+    bots.FinishOnly.seen.clear()
+    controller = await controller_on()
+    uuid = await double.park(headers={"X-Bot-Id": "FinishOnly"})
+    double.hangup_on_info.add(uuid)
+    record = await ended(controller, uuid)
+    await double.wait_for(lambda: ("hangup", Outcome.DISCONNECTED) in bots.FinishOnly.seen)
+    assert [(i.final, i.reply) for i in record.infos] == [(True, "-ERR Operation Failed")]
+    assert record.final_at is None
+    assert record.outcome is Outcome.DISCONNECTED
+    assert "CallEnded" in bots.FinishOnly.seen
 
 
 async def test_update_after_hangup_is_refused(double: EslDouble, controller_on) -> None:
@@ -192,6 +210,19 @@ async def test_dtmf_outside_collect_reaches_on_dtmf(double: EslDouble, controlle
     await double.press(uuid, "5")
     await double.wait_for(lambda: ("dtmf", "5") in bots.LongPlay.seen)
     await double.caller_hangup(uuid)
+
+
+async def test_digit_during_collect_is_not_also_on_dtmf(double: EslDouble, controller_on) -> None:
+    """A digit that collect_digits() takes (its DTMF event comes before the application's
+    completion, recorded) does not also reach on_dtmf."""
+    bots.Collect.seen.clear()
+    await controller_on()
+    uuid = await double.park(headers={"X-Bot-Id": "Collect"}, digits="3")
+    await double.wait_for(lambda: len(double.channels[uuid].infos) == 1)
+    await double.caller_hangup(uuid)
+    await double.wait_for(lambda: ("hangup", Outcome.SUCCESS) in bots.Collect.seen)
+    assert double.channels[uuid].infos == [{"digit": "3", "final": True}]
+    assert bots.Collect.seen == [("hangup", Outcome.SUCCESS)]  # no ("dtmf", "3")
 
 
 async def test_demo_bot_intent_follows_digit(double: EslDouble, controller_on) -> None:

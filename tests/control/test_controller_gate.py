@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from ivagate.bots.base import Outcome
-from ivagate.calls import CallRecord
+from ivagate.calls.records import CallRecord
 from ivagate.controller import Controller
 from support.esl_double import EslDouble
 
@@ -32,6 +32,7 @@ async def test_unknown_did_gets_404_without_answer(double: EslDouble, controller
     assert double.channels[uuid].hangup_cause == "UNALLOCATED_NUMBER"
     assert record.outcome is Outcome.FAILED
     assert record.bot is None and "404" in (record.error or "")
+    assert record.srtp is None  # never answered: no answer to tell
 
 
 async def test_routing_by_header_then_did_then_default(double: EslDouble, controller_on) -> None:

@@ -52,17 +52,18 @@ async def client(double: EslDouble) -> AsyncIterator[tuple[EslClient, Listener]]
 
 
 async def test_subscribes_only_to_the_events_it_acts_on(double: EslDouble, client) -> None:
-    """The recordings' subscription less CHANNEL_ANSWER (the controller answers every call
-    itself); the double, like FreeSWITCH, then sends no CHANNEL_ANSWER."""
+    """The recordings' subscription; CHANNEL_ANSWER comes before uuid_answer's
+    BACKGROUND_JOB (recorded), so the answer's SRTP is known when answer() returns."""
     esl, listener = client
     assert double.commands("event") == [
-        "event plain CHANNEL_PARK CHANNEL_EXECUTE_COMPLETE "
+        "event plain CHANNEL_PARK CHANNEL_ANSWER CHANNEL_EXECUTE_COMPLETE "
         "CHANNEL_HANGUP_COMPLETE BACKGROUND_JOB DTMF"
     ]
     uuid = await double.park()
     assert (await esl.bgapi(f"uuid_answer {uuid}")).startswith("+OK")
     assert double.channels[uuid].state == "answered"
-    assert [event.name for event in listener.events] == ["CHANNEL_PARK", "BACKGROUND_JOB"]
+    names = [event.name for event in listener.events]
+    assert names == ["CHANNEL_PARK", "CHANNEL_ANSWER", "BACKGROUND_JOB"]
 
 
 async def test_events_arrive_typed_on_the_loop(double: EslDouble, client) -> None:

@@ -7,32 +7,53 @@ from urllib.parse import quote
 import pytest
 
 from ivagate.bots.base import PayloadError
-from ivagate.events import ChannelPark, parse_event
+from ivagate.events import ChannelAnswer, ChannelPark, parse_event
 from ivagate.info import encode_info, send_info_command
 from ivagate.invite import Invite, decode_invite_headers, raw_invite_headers
 from support.esl_double import load_recording
 
 
-def recorded_park(name: str) -> ChannelPark:
-    frame = next(f for d, f in load_recording(name) if b"Event-Name: CHANNEL_PARK" in f)
+def recorded_event(recording: str, name: str) -> object:
+    """The first event ``name`` FreeSWITCH sent in ``recording``, parsed."""
+    marker = f"Event-Name: {name}\n".encode()
+    frame = next(f for d, f in load_recording(recording) if d == "<<<" and marker in f)
     _, _, body = frame.partition(b"\n\n")
-    event = parse_event(body.decode().rstrip("\n"))
+    return parse_event(body.decode().rstrip("\n"))
+
+
+def recorded_park(name: str) -> ChannelPark:
+    event = recorded_event(name, "CHANNEL_PARK")
     assert isinstance(event, ChannelPark)
     return event
 
 
 def test_invite_from_recorded_park() -> None:
-    """Call-ID, DID, caller, transport and SRTP come from the recorded CHANNEL_PARK."""
+    """Call-ID, DID, caller and transport come from the recorded CHANNEL_PARK."""
     invite = Invite.from_park(recorded_park("inbound-media.esl"))
     assert invite.uuid == "6108eba0-8de2-498b-afee-fc3c9b07b912"
     assert invite.sip_call_id == "4kwtw7i4zn3aeqk5@ringcx"
     assert invite.did == "21000001002"
     assert invite.caller == "+16505550100"
     assert invite.transport == "udp" and invite.source == "127.0.0.1:49410"
-    assert invite.srtp  # the caller offered RTP/SAVP with a=crypto
     assert invite.headers["call-id"] == "4kwtw7i4zn3aeqk5@ringcx"
     assert invite.headers["CSeq"] == "1 INVITE"
     assert invite.raw_headers["sip_i_cseq"] == "1%20INVITE"
+
+
+@pytest.mark.parametrize(
+    ("recording", "srtp"),
+    [
+        ("inbound-media.esl", True),  # RTP/SAVP offer with a=crypto, answered RTP/SAVP
+        ("inbound-srtp-mandatory-ok.esl", True),  # the same with SRTP mandatory
+        ("inbound-bot-hangup.esl", False),  # RTP/AVP offer, answered RTP/AVP
+        ("inbound-caller-hangup.esl", False),
+    ],
+)
+def test_srtp_comes_from_the_recorded_answer(recording: str, srtp: bool) -> None:
+    """CHANNEL_ANSWER says whether FreeSWITCH's answer negotiated SRTP."""
+    answer = recorded_event(recording, "CHANNEL_ANSWER")
+    assert isinstance(answer, ChannelAnswer)
+    assert answer.srtp is srtp
 
 
 def test_x_headers_keep_spelling_and_decode() -> None:

@@ -17,9 +17,8 @@ from multidict import CIMultiDict, CIMultiDictProxy
 from pydantic import ValidationError
 
 from ivagate.bots.base import CallEnded, Outcome, PayloadError
-from ivagate.bots.webhook import WebhookBot
+from ivagate.bots.webhook import WebhookBot, WebhookOptions
 from ivagate.controller import Controller
-from ivagate.settings import WebhookSettings
 from support.esl_double import EslDouble
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -129,8 +128,18 @@ async def webhook() -> AsyncIterator[Webhook]:
     await hook.server.close()
 
 
+SECRET = "s3cret"
+
+
+def hook_options(url: str, **options: Any) -> dict[str, Any]:
+    """Options for a webhook on this machine's loopback: plain HTTP allowed."""
+    return {"url": url, "secret": SECRET, "allow_http": True, **options}
+
+
 def make_bot(url: str, **options: Any) -> WebhookBot:
-    return WebhookBot({"url": url, "timeout": 2.0, "retries": 1, "idle_timeout": 0.2, **options})
+    return WebhookBot(
+        hook_options(url, **{"timeout": 2.0, "retries": 1, "idle_timeout": 0.2, **options})
+    )
 
 
 async def run(bot: WebhookBot, call: RecordingCall, outcome: Outcome = Outcome.SUCCESS) -> None:
@@ -189,19 +198,18 @@ async def test_full_flow_runs_actions_and_posts_events(webhook: Webhook) -> None
     )
     assert (hangup["event"], hangup["data"]) == ("hangup", {"outcome": "Success"})
     assert webhook.requests[0][0]["Content-Type"] == "application/json"
-    assert "X-Ivagate-Signature" not in webhook.requests[0][0]
 
 
 async def test_signature_is_hmac_sha256_of_timestamp_and_body(webhook: Webhook) -> None:
-    """With a secret, each request carries a timestamp and its HMAC-SHA256 signature."""
+    """Each request carries a timestamp and its HMAC-SHA256 signature."""
     webhook.script = [actions({"action": "hangup", "cause": "USER_BUSY"}), ignored]
     call = RecordingCall()
-    await run(make_bot(webhook.url, secret="s3cret"), call)
+    await run(make_bot(webhook.url), call)
 
     assert call.actions[-1] == ("hangup", "USER_BUSY")
     for headers, body in webhook.requests:
         timestamp = headers["X-Ivagate-Timestamp"]
-        expected = hmac.new(b"s3cret", f"{timestamp}.".encode() + body, hashlib.sha256)
+        expected = hmac.new(SECRET.encode(), f"{timestamp}.".encode() + body, hashlib.sha256)
         assert headers["X-Ivagate-Signature"] == "sha256=" + expected.hexdigest()
 
 
@@ -339,9 +347,25 @@ async def test_caller_hangup_ends_the_flow(webhook: Webhook) -> None:
     ],
 )
 def test_fallback_must_end_the_call(fallback: dict[str, Any]) -> None:
-    """A fallback that is not a valid ``finish`` or ``hangup`` is refused with the settings."""
+    """A fallback that is not a valid ``finish`` or ``hangup`` is refused with the options."""
     with pytest.raises(ValidationError, match="fallback"):
-        WebhookSettings(fallback=fallback)
+        WebhookOptions.model_validate(hook_options("https://hooks.example/", fallback=fallback))
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"url": "https://hooks.example/"}, "secret"),
+        ({"url": "https://hooks.example/", "secret": ""}, "secret"),
+        ({"secret": SECRET}, "url"),
+        ({"url": "http://hooks.example/", "secret": SECRET}, "is not https://"),
+    ],
+    ids=["no-secret", "empty-secret", "no-url", "http"],
+)
+def test_options_need_a_secret_and_https(options: dict[str, Any], message: str) -> None:
+    """No secret, no URL or an http:// URL without allow_http: refused, naming the field."""
+    with pytest.raises(ValidationError, match=message):
+        WebhookOptions.model_validate(options)
 
 
 async def test_webhook_bot_drives_a_real_call(
@@ -356,7 +380,10 @@ async def test_webhook_bot_drives_a_real_call(
         ),
         ignored,
     ]
-    await controller_on(webhook={"url": webhook.url}, routing={"default_bot": "webhook"})
+    await controller_on(
+        call={"bot_options": {"webhook": hook_options(webhook.url)}},
+        routing={"default_bot": "webhook"},
+    )
     uuid = await double.park(digits="1", headers={"X-Custom": "a b"})
     channel = double.channels[uuid]
     await double.wait_for(lambda: len(channel.infos) == 2)
@@ -383,7 +410,10 @@ async def test_caller_digit_reaches_the_webhook_through_the_controller(
         actions({"action": "hangup", "cause": "USER_BUSY"}),
         ignored,
     ]
-    await controller_on(webhook={"url": webhook.url}, routing={"default_bot": "webhook"})
+    await controller_on(
+        call={"bot_options": {"webhook": hook_options(webhook.url)}},
+        routing={"default_bot": "webhook"},
+    )
     uuid = await double.park()
     await double.wait_for(lambda: len(webhook.requests) == 1)
     await double.press(uuid, "4")

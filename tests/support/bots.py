@@ -11,7 +11,9 @@ from ivagate.bots.base import Bot, Call, CallEnded, Outcome, PayloadError
 __all__ = [
     "Broken",
     "BrokenInit",
+    "Collect",
     "Daydream",
+    "FinishOnly",
     "LongPlay",
     "Payloads",
     "Silent",
@@ -120,3 +122,28 @@ class Silent(Recording):
 
     async def on_call_start(self, call: Call) -> None:
         await call.answer()
+
+
+class FinishOnly(Recording):
+    """Answers and sends the final intent at once."""
+
+    seen: ClassVar[list[Any]] = []
+
+    async def on_call_start(self, call: Call) -> None:
+        await call.answer()
+        try:
+            await call.finish({"intent": "Sales"})
+        except CallEnded:
+            type(self).seen.append("CallEnded")
+            raise
+
+
+class Collect(Recording):
+    """Collects one digit, sends it as the final intent."""
+
+    seen: ClassVar[list[Any]] = []
+
+    async def on_call_start(self, call: Call) -> None:
+        await call.answer()
+        digit = await call.collect_digits(1, timeout=2)
+        await call.finish({"digit": digit})

@@ -1,7 +1,7 @@
 """Calls: list and inspect them, and drive one from outside its bot.
 
 ``{id}`` is the FreeSWITCH channel UUID or the SIP Call-ID. Every answer but the list is the
-call's record (``ivagate.calls.CallRecord``: identities, bot, timestamps, outcome, INFOs).
+call's record (``ivagate.calls.records.CallRecord``: identities, bot, timestamps, outcome, INFOs).
 
 * ``GET /calls``: ``{"calls": [record, ...]}``, active calls first, then recently ended ones.
 * ``GET /calls/{id}``: one record.
@@ -30,10 +30,10 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from ivagate.api.errors import ApiError
 from ivagate.api.keys import CALL_SETTINGS, CONTROLLER
-from ivagate.bots.base import CallEnded, PayloadError
-from ivagate.bots.webhook import HangupCause
-from ivagate.calls import CallSession
+from ivagate.bots.base import CallEnded, HangupCause, PayloadError
+from ivagate.calls.session import CallSession
 from ivagate.info import encode_info
+from ivagate.validation import problems
 
 __all__ = ["routes"]
 
@@ -87,7 +87,7 @@ async def hangup(request: web.Request) -> web.Response:
     try:
         cause = HangupRequest.model_validate(await _json(request) if request.body_exists else {})
     except ValidationError as exc:
-        raise ApiError(HTTPStatus.BAD_REQUEST, _errors(exc)) from None
+        raise ApiError(HTTPStatus.BAD_REQUEST, "; ".join(problems(exc, "body"))) from None
     if call.record.final_at is None:
         call.fail("hung up through the HTTP API")
     try:
@@ -149,10 +149,3 @@ async def _payload(request: web.Request, *, final: bool) -> Mapping[str, Any]:
             raise ApiError(HTTPStatus.BAD_REQUEST, str(exc)) from None
         raise ApiError(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, str(exc)) from None
     return payload
-
-
-def _errors(exc: ValidationError) -> str:
-    return "; ".join(
-        f"{'.'.join(str(p) for p in error['loc']) or 'body'}: {error['msg']}"
-        for error in exc.errors()
-    )

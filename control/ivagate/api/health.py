@@ -3,7 +3,7 @@
 * ``GET /healthz``: 200 while the process serves requests (liveness).
 * ``GET /readyz``: 200 while this node takes new calls, else 503 (readiness: ESL connected
   and not draining); the body says which condition fails.
-* ``GET /metrics``: Prometheus text exposition of ``ivagate.metrics.REGISTRY``.
+* ``GET /metrics``: Prometheus text exposition of the controller's ``Metrics``.
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from ivagate.api.keys import CONTROLLER
-from ivagate.metrics import REGISTRY
 
 __all__ = ["routes"]
 
@@ -33,6 +32,7 @@ async def readyz(request: web.Request) -> web.Response:
 
 @routes.get("/metrics")
 async def metrics(request: web.Request) -> web.Response:
+    registry = request.app[CONTROLLER].metrics.registry
     return web.Response(
-        body=generate_latest(REGISTRY), headers={"Content-Type": CONTENT_TYPE_LATEST}
+        body=generate_latest(registry), headers={"Content-Type": CONTENT_TYPE_LATEST}
     )

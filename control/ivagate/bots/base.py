@@ -11,25 +11,33 @@ named after the call events they take:
 
 An exception escaping a hook ends the call as Failed with its traceback logged; it never
 reaches the controller. To hand control back early, call ``call.hangup()`` or raise
-``StopBot``.
+``StopBot``. A bot's options are its ``call.bot_options`` entry; ``check_options`` lets the
+controller refuse bad ones at start-up (and ``ivagate check-config``), not in a call.
 """
 
 from __future__ import annotations
 
 import enum
 from collections.abc import Mapping
-from typing import Any, ClassVar, Protocol
+from typing import Annotated, Any, ClassVar, Protocol
 
 from multidict import CIMultiDictProxy
+from pydantic import StringConstraints
 
 __all__ = [
     "Bot",
     "Call",
     "CallEnded",
+    "HangupCause",
     "Outcome",
     "PayloadError",
     "StopBot",
 ]
+
+
+# A FreeSWITCH hangup cause name (``NORMAL_CLEARING``, ``USER_BUSY`` ...): one safe word,
+# for ``Call.hangup`` from outside the process (the webhook bot, the HTTP API).
+HangupCause = Annotated[str, StringConstraints(pattern=r"^[A-Z_]{1,64}$")]
 
 
 class Outcome(enum.StrEnum):
@@ -83,8 +91,9 @@ class Call(Protocol):
         """RingCX's address as the edge saw it, ``ip:port`` (``X-Edge-Source``)."""
 
     @property
-    def srtp(self) -> bool:
-        """Whether the media is encrypted (RTP/SAVP)."""
+    def srtp(self) -> bool | None:
+        """Whether FreeSWITCH's answer negotiated SRTP (RTP/SAVP); ``None`` until the call
+        is answered (set by the time ``answer()`` returns)."""
 
     @property
     def headers(self) -> CIMultiDictProxy[str]:
@@ -135,6 +144,10 @@ class Bot:
 
     def __init__(self, options: Mapping[str, Any]) -> None:
         self.options = options
+
+    @classmethod
+    def check_options(cls, options: Mapping[str, Any]) -> None:
+        """Raise ``ValueError`` naming what is wrong with ``options``; the default takes any."""
 
     async def on_call_start(self, call: Call) -> None:
         """The bot's flow. The default rejects nothing and does nothing: override it."""

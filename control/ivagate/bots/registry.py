@@ -1,15 +1,20 @@
 """Bots by name: the ``ivagate.bots`` entry point group plus ``call.bots`` (``module:Class``).
 
 Configured bots override entry points of the same name, so a site can replace a built-in.
-Classes are imported when first asked for; ``load_all()`` imports every one at start-up so a
-broken bot is reported before the first call, not during it.
+Classes are imported when first asked for; ``load_all()`` imports every one at start-up, and
+checks the options of each bot that has some or is routed to, so a broken bot is reported
+before the first call, not during it.
 """
 
 from __future__ import annotations
 
 import importlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from importlib.metadata import entry_points
+
+from pydantic import ValidationError
+
+from ivagate.validation import problems
 
 from .base import Bot
 
@@ -50,10 +55,17 @@ class BotRegistry(Mapping[str, type[Bot]]):
     def __len__(self) -> int:
         return len(self._targets)
 
-    def load_all(self) -> None:
-        """Import every bot class now; raises ``BotLoadError`` naming the first broken one."""
+    def load_all(self, routed: Iterable[str] = ()) -> None:
+        """Import every bot class now, and check the options of every bot that has some or
+        that ``routed`` names; raises ``BotLoadError`` naming the first broken one."""
         for name in self._targets:
             self[name]
+        for name in sorted({*self._options, *routed} & self._targets.keys()):
+            try:
+                self[name].check_options(self._options.get(name, {}))
+            except ValueError as exc:
+                reason = "; ".join(problems(exc)) if isinstance(exc, ValidationError) else exc
+                raise BotLoadError(f"bot {name!r}: call.bot_options.{name}: {reason}") from exc
 
     def create(self, name: str) -> Bot:
         """A fresh bot instance for one call, given its ``call.bot_options`` entry."""

@@ -1,9 +1,10 @@
 """The built-in ``webhook`` bot: the call's flow is decided by an HTTP service.
 
 The bot answers the call, then posts call *events* to the configured URL and carries out the
-*actions* listed in each reply, until an action ends the call. Settings: ``WebhookSettings``
-(``IVAGATE_WEBHOOK__URL``, ``__SECRET``, ``__TIMEOUT``, ``__RETRIES``, ``__IDLE_TIMEOUT``,
-``__FALLBACK``).
+*actions* listed in each reply, until an action ends the call. Options: ``WebhookOptions``,
+the ``call.bot_options.webhook`` entry (``IVAGATE_CALL__BOT_OPTIONS__WEBHOOK__URL``,
+``__SECRET``, ...): every request is signed, so ``secret`` is required, and ``url`` must be
+``https://`` unless ``allow_http`` is set.
 
 Protocol, version 1
 -------------------
@@ -24,7 +25,7 @@ Events and their ``data``:
   (payload not JSON-serialisable, too large, or uses ``final``); the call goes on.
 * ``hangup``: ``{"outcome": "Success" | "Failed" | "Disconnected"}``; the reply is ignored.
 
-With ``secret`` set, each request is signed: ``X-Ivagate-Timestamp: <unix seconds>`` and
+Each request is signed: ``X-Ivagate-Timestamp: <unix seconds>`` and
 ``X-Ivagate-Signature: sha256=<hex HMAC-SHA256(secret, "<timestamp>." + body)>``.
 
 Reply: ``2xx`` with ``{"actions": [...]}`` (an empty body or ``204``: no actions). Actions run
@@ -55,24 +56,32 @@ import json
 import logging
 import time
 from collections.abc import Mapping
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Self
 
 import aiohttp
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, TypeAdapter, ValidationError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    HttpUrl,
+    SecretStr,
+    StringConstraints,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from ivagate import __version__
-from ivagate.bots.base import Bot, Call, Outcome, PayloadError
-from ivagate.settings import WebhookSettings
+from ivagate.bots.base import Bot, Call, HangupCause, Outcome, PayloadError
 
 __all__ = [
-    "ENDING_ACTION",
     "PROTOCOL_VERSION",
     "SIGNATURE_HEADER",
     "TIMESTAMP_HEADER",
     "Action",
-    "HangupCause",
     "Reply",
     "WebhookBot",
+    "WebhookOptions",
     "sign",
 ]
 
@@ -90,8 +99,6 @@ Line = Annotated[str, StringConstraints(min_length=1, max_length=4096, pattern=r
 Word = Annotated[
     str, StringConstraints(min_length=1, max_length=4096, pattern=r"^[^\s\x00-\x1f]+$")
 ]
-# A FreeSWITCH hangup cause name (``NORMAL_CLEARING``, ``USER_BUSY`` ...): one safe word.
-HangupCause = Annotated[str, StringConstraints(pattern=r"^[A-Z_]{1,64}$")]
 
 
 class _Action(BaseModel):
@@ -132,10 +139,45 @@ class Hangup(_Action):
 
 
 Action = Annotated[Play | Say | Gather | Update | Finish | Hangup, Field(discriminator="action")]
-# What a fallback may be: it must end the call (checked in ``WebhookSettings``).
-ENDING_ACTION: TypeAdapter[Finish | Hangup] = TypeAdapter(
-    Annotated[Finish | Hangup, Field(discriminator="action")]
-)
+
+
+class WebhookOptions(BaseModel):
+    """The webhook bot's options: its ``call.bot_options.webhook`` entry."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    url: HttpUrl = Field(description="webhook bot: where it posts call events (https://)")
+    secret: SecretStr = Field(
+        min_length=1, description="webhook bot: HMAC-SHA256 key of X-Ivagate-Signature"
+    )
+    allow_http: bool = Field(
+        False, description="webhook bot: accept an http:// url (a hook on a trusted network)"
+    )
+    timeout: float = Field(3.0, gt=0, description="webhook bot: seconds per request")
+    retries: int = Field(2, ge=0, description="webhook bot: retries after a failed request")
+    idle_timeout: float = Field(
+        30.0,
+        gt=0,
+        description="webhook bot: seconds to wait for a digit when a reply ends the flow nowhere",
+    )
+    # a finish or hangup: checked with the options, not in the call that needs it
+    fallback: Finish | Hangup = Field(
+        Finish(action="finish", payload={"error": "webhook_unavailable"}),
+        discriminator="action",
+        description="webhook bot: action carried out when the webhook cannot be reached",
+    )
+
+    @field_validator("fallback", mode="before")
+    @classmethod
+    def _json_text(cls, value: object) -> object:
+        # a nested environment variable (IVAGATE_CALL__BOT_OPTIONS__WEBHOOK__FALLBACK) is text
+        return json.loads(value) if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _https_unless_allowed(self) -> Self:
+        if self.url.scheme != "https" and not self.allow_http:
+            raise ValueError(f"url {self.url} is not https:// (allow_http=true accepts http://)")
+        return self
 
 
 class Reply(BaseModel):
@@ -164,17 +206,21 @@ class _WebhookUnavailable(Exception):
 
 
 class WebhookBot(Bot):
-    """Runs each call as the webhook at ``WebhookSettings.url`` directs it."""
+    """Runs each call as the webhook at ``WebhookOptions.url`` directs it."""
 
     name = "webhook"
 
     def __init__(self, options: Mapping[str, Any]) -> None:
         super().__init__(options)
-        self.settings = WebhookSettings.model_validate(options)
-        self.fallback = ENDING_ACTION.validate_python(self.settings.fallback)
+        self.settings = WebhookOptions.model_validate(options)
+        self.fallback = self.settings.fallback
         self._seq = 0
         self._dtmf: asyncio.Queue[str] = asyncio.Queue()
         self._session: aiohttp.ClientSession | None = None
+
+    @classmethod
+    def check_options(cls, options: Mapping[str, Any]) -> None:
+        WebhookOptions.model_validate(options)
 
     async def on_call_start(self, call: Call) -> None:
         await call.answer()
@@ -252,8 +298,6 @@ class WebhookBot(Bot):
 
     async def _post(self, call: Call, event: _Event, attempts: int) -> Reply:
         """POST ``event`` (up to ``attempts`` times) and parse the reply."""
-        if self.settings.url is None:
-            raise _WebhookUnavailable("webhook.url is not set")
         url = str(self.settings.url)
         body, headers = self._request(call, event)
         failure = ""
@@ -278,7 +322,7 @@ class WebhookBot(Bot):
         raise _WebhookUnavailable(f"{attempts} attempt(s) failed, last: {failure}")
 
     def _request(self, call: Call, event: _Event) -> tuple[bytes, dict[str, str]]:
-        """The next event's body and headers, signed when a secret is set."""
+        """The next event's body and signed headers."""
         self._seq += 1
         envelope = {
             "version": PROTOCOL_VERSION,
@@ -288,12 +332,13 @@ class WebhookBot(Bot):
             "data": event.data,
         }
         body = json.dumps(envelope).encode()
-        headers = {"Content-Type": "application/json"}
-        if self.settings.secret is not None:
-            timestamp = str(int(time.time()))
-            key = self.settings.secret.get_secret_value().encode()
-            headers[TIMESTAMP_HEADER] = timestamp
-            headers[SIGNATURE_HEADER] = sign(key, timestamp, body)
+        timestamp = str(int(time.time()))
+        key = self.settings.secret.get_secret_value().encode()
+        headers = {
+            "Content-Type": "application/json",
+            TIMESTAMP_HEADER: timestamp,
+            SIGNATURE_HEADER: sign(key, timestamp, body),
+        }
         return body, headers
 
     def _client(self) -> aiohttp.ClientSession:

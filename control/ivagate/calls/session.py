@@ -1,47 +1,38 @@
-"""Per-call state and the live call handle.
+"""The live handle of one call: ``CallSession`` implements ``bots.base.Call`` (``answer``,
+``play``, ``say``, ``collect_digits``, ``send_update``, ``finish``, ``hangup``) for bots and
+the API alike, over the shared ESL client; the controller marks its end and runs its bot.
 
-Public surface (the HTTP API and the benchmark build on it):
-
-* ``CallRegistry``: ``get(key)`` by FreeSWITCH UUID or SIP Call-ID (``None`` if unknown),
-  iteration / ``all()`` (active calls, then the most recent ended ones), ``active()``,
-  ``len()``. Ended calls stay listed (the newest ``call.keep_ended``) so ``GET /calls/{id}``
-  and "409 already ended" keep working after the BYE.
-* ``CallSession``: one per call, implements ``bots.base.Call`` (``answer``, ``play``, ``say``,
-  ``collect_digits``, ``send_update``, ``finish``, ``hangup``) for bots and the API alike;
-  ``session.ended`` and ``session.record``.
-* ``CallRecord`` (a dataclass; ``record.as_json()`` for JSON): identities, bot,
-  timestamps (epoch seconds), ``outcome`` (``Outcome`` or ``None`` while active), ``ended``,
-  ``hangup_cause``, ``error`` and ``infos``: one ``InfoRecord`` per INFO handed to FreeSWITCH
-  (when, size, FreeSWITCH's reply) with ``sip_status`` left ``None`` for the edge to fill in,
-  because FreeSWITCH never reports an INFO's SIP response (see the fixtures README).
-
-Outcome, as RingCX names its paths: Success once the final intent was handed over (RingCX's
-BYE, or ours after ``call.final_bye_timeout``); Disconnected when the caller hung up first;
-Failed otherwise (bot error, no final intent, rejected, lost Event Socket connection).
+Three things here are written for CPU, each measured with ``python -m benchmarks controller``
+(control/README.md, "Benchmark": "Fewer turns of the event loop and fewer tasks per call"):
+the bot's flow runs in the call's own task (``run_bot``), an action is interrupted by
+cancelling that task when the call ends (``_until_ended``), and the wait for RingCX's BYE is
+a future and a timer (``wait_ended``). The ``uncancel()`` bookkeeping in the first two is
+what running in the call's task costs: a cancellation is ours only when nothing else asked
+for one too.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections import OrderedDict
-from collections.abc import Coroutine, Iterator, Mapping
-from dataclasses import dataclass, field, fields
+from collections.abc import Coroutine, Mapping
+from dataclasses import fields
 from typing import Any, TypeVar
 
 from multidict import CIMultiDictProxy
-from pydantic import TypeAdapter
 
-from . import metrics
-from .bots.base import CallEnded, Outcome, PayloadError
-from .esl import EslClient, EslCommandError
-from .events import ChannelExecuteComplete
-from .info import encode_info, send_info_command
-from .invite import CallIdentity, Invite
-from .log import CallLogger
-from .settings import CallSettings
+from ivagate.bots.base import CallEnded, Outcome, PayloadError
+from ivagate.esl import EslClient, EslCommandError
+from ivagate.events import ChannelExecuteComplete
+from ivagate.info import encode_info, send_info_command
+from ivagate.invite import CallIdentity, Invite
+from ivagate.log import CallLogger
+from ivagate.metrics import Metrics
+from ivagate.settings import CallSettings
 
-__all__ = ["CallRecord", "CallRegistry", "CallSession", "InfoRecord"]
+from .records import CallRecord, InfoRecord
+
+__all__ = ["CallSession"]
 
 T = TypeVar("T")
 
@@ -52,59 +43,22 @@ _BOT_STOPPED = "the bot was stopped"  # why stop_bot cancels the task running th
 _IDENTITY = tuple(f.name for f in fields(CallIdentity))  # what a record copies of the INVITE
 
 
-@dataclass(kw_only=True, slots=True)
-class InfoRecord:
-    """One INFO body handed to FreeSWITCH."""
-
-    seq: int
-    final: bool
-    size: int
-    handed_at: float
-    reply: str = ""  # FreeSWITCH's answer to uuid_send_info ("+OK Success", "-ERR ...")
-    sip_status: int | None = None  # the INFO's SIP response, reported by the edge if at all
-
-
-@dataclass(kw_only=True, slots=True)
-class CallRecord(CallIdentity):
-    """What is known about one call; ``as_json()`` for the API.
-
-    A dataclass, not a pydantic model: it is written to at every step of every call, and
-    a model's attribute assignment cost more than all the rest of those steps.
-    """
-
-    bot: str | None = None
-    started_at: float
-    answered_at: float | None = None
-    final_at: float | None = None
-    ended_at: float | None = None
-    outcome: Outcome | None = None
-    hangup_cause: str | None = None
-    error: str | None = None
-    infos: list[InfoRecord] = field(default_factory=list)
-
-    @property
-    def ended(self) -> bool:
-        return self.ended_at is not None
-
-    def as_json(self) -> dict[str, Any]:
-        """Every field and ``ended``, as JSON values."""
-        fields: dict[str, Any] = _RECORD_JSON.dump_python(self, mode="json")
-        return {**fields, "ended": self.ended}
-
-
-_RECORD_JSON = TypeAdapter(CallRecord)
-
-
 class CallSession:
     """The live handle of one call (``bots.base.Call``), driven over the shared ESL client."""
 
     def __init__(
-        self, invite: Invite, esl: EslClient, settings: CallSettings, log: CallLogger
+        self,
+        invite: Invite,
+        esl: EslClient,
+        settings: CallSettings,
+        log: CallLogger,
+        metrics: Metrics,
     ) -> None:
         self.invite = invite
         self.esl = esl
         self.settings = settings
         self.log = log
+        self.metrics = metrics
         self.record = CallRecord(
             **{name: getattr(invite, name) for name in _IDENTITY}, started_at=time.time()
         )
@@ -145,8 +99,8 @@ class CallSession:
         return self.invite.source
 
     @property
-    def srtp(self) -> bool:
-        return self.invite.srtp
+    def srtp(self) -> bool | None:
+        return self.record.srtp
 
     @property
     def headers(self) -> CIMultiDictProxy[str]:
@@ -218,6 +172,10 @@ class CallSession:
     def collecting(self) -> bool:
         """A ``collect_digits()`` is running: DTMF belongs to it, not to ``on_dtmf``."""
         return self._collecting
+
+    def answered(self, srtp: bool) -> None:
+        """FreeSWITCH answered the call (CHANNEL_ANSWER): whether its answer chose SRTP."""
+        self.record.srtp = srtp
 
     def fail(self, reason: str) -> None:
         """Note why the call is failing (first reason wins); its outcome will be Failed."""
@@ -333,11 +291,11 @@ class CallSession:
             if final and self.record.final_at is not None:
                 raise PayloadError("the final intent was already sent")
         except Exception:
-            metrics.INFO_FAILED.labels(reason="payload").inc()
+            self.metrics.info_failed.labels(reason="payload").inc()
             raise
         async with self._info_lock:
             if self.ended:
-                metrics.INFO_FAILED.labels(reason="ended").inc()
+                self.metrics.info_failed.labels(reason="ended").inc()
                 raise CallEnded(self.uuid)
             entry = InfoRecord(
                 seq=len(self.record.infos) + 1, final=final, size=body.size, handed_at=time.time()
@@ -356,15 +314,15 @@ class CallSession:
                 self._final_lost(entry)
                 raise
             entry.reply = reply.strip()
-            metrics.INFO_HANDOFF_SECONDS.observe(time.perf_counter() - started)
+            self.metrics.info_handoff_seconds.observe(time.perf_counter() - started)
         if not entry.reply.startswith("+OK"):
             self._final_lost(entry)
             # FreeSWITCH answers "-ERR Operation Failed" when the channel is gone or dying
             # (recorded after the caller's BYE); the call is over for the bot.
-            metrics.INFO_FAILED.labels(reason="rejected").inc()
+            self.metrics.info_failed.labels(reason="rejected").inc()
             self.log.info("INFO %d not sent: %s", entry.seq, entry.reply)
             raise CallEnded(f"{self.uuid}: {entry.reply}")
-        metrics.INFO_SENT.inc()
+        self.metrics.info_sent.inc()
         self.log.debug("INFO %d handed to FreeSWITCH (%d bytes)", entry.seq, body.size)
 
     def _final_lost(self, entry: InfoRecord) -> None:
@@ -414,51 +372,3 @@ def _one_word(value: str, what: str) -> str:
     if not value or any(c.isspace() for c in value):
         raise ValueError(f"{what} must be one word without spaces: {value!r}")
     return value
-
-
-class CallRegistry:
-    """Active calls and the most recent ended ones, by UUID (and SIP Call-ID)."""
-
-    def __init__(self, keep_ended: int = 1000) -> None:
-        self._active: dict[str, CallSession] = {}
-        self._ended: OrderedDict[str, CallSession] = OrderedDict()
-        self._by_call_id: dict[str, str] = {}
-        self._keep_ended = keep_ended
-
-    def add(self, call: CallSession) -> None:
-        self._active[call.uuid] = call
-        self._by_call_id[call.sip_call_id] = call.uuid
-
-    def get(self, key: str) -> CallSession | None:
-        """A call by FreeSWITCH UUID or SIP Call-ID."""
-        uuid = self._by_call_id.get(key, key)
-        return self._active.get(uuid) or self._ended.get(uuid)
-
-    def active(self) -> list[CallSession]:
-        return list(self._active.values())
-
-    def active_count(self) -> int:
-        return len(self._active)
-
-    def all(self) -> list[CallSession]:
-        return [*self._active.values(), *reversed(self._ended.values())]
-
-    def __iter__(self) -> Iterator[CallSession]:
-        return iter(self.all())
-
-    def __len__(self) -> int:
-        return len(self._active) + len(self._ended)
-
-    def __contains__(self, uuid: object) -> bool:
-        return uuid in self._active or uuid in self._ended
-
-    def retire(self, call: CallSession) -> None:
-        """Move an ended call to the ended list, forgetting the oldest beyond the limit."""
-        if self._active.pop(call.uuid, None) is None:
-            return
-        self._ended[call.uuid] = call
-        while len(self._ended) > self._keep_ended:
-            _, old = self._ended.popitem(last=False)
-            self._by_call_id.pop(old.sip_call_id, None)
-        if call.record.outcome is not None:
-            metrics.CALLS_ENDED_BY_OUTCOME[call.record.outcome].inc()
