@@ -39,13 +39,12 @@ import contextlib
 import itertools
 import logging
 import socket
-import threading
 import uuid
 from collections import deque
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
-import gevent  # type: ignore[import-untyped]
+import greenlet
 from greenswitch.esl import InboundESL
 
 from . import metrics
@@ -101,9 +100,60 @@ class EslListener(Protocol):
     def esl_event(self, event: EslEvent) -> None: ...
 
 
-class _Connection:
-    """greenswitch's InboundESL as its authors intend: its own connect, reader and event
-    greenlets on a gevent hub, in a thread of its own; thread-safe hand-offs both ways."""
+class _Received:
+    """The file greenswitch's reader reads from: the bytes received so far. Asking for more
+    than has come pauses the reader greenlet until ``data_received`` brings more."""
+
+    def __init__(self) -> None:
+        self._data = bytearray()
+        self._start = 0  # what the reader has taken is dropped lazily, not at each read
+        self.eof = False
+        self.reader: greenlet.greenlet | None = None
+
+    def feed(self, data: bytes) -> None:
+        if self._start > len(self._data) // 2:
+            del self._data[: self._start]
+            self._start = 0
+        self._data += data
+
+    # readline and read return a copy of what they take (greenswitch only decodes it)
+
+    def readline(self) -> bytearray:
+        start = self._start
+        while (end := self._data.find(b"\n", start)) < 0 and not self.eof:
+            self._wait()
+            start = self._start  # feed() may have dropped what was taken before
+        end = len(self._data) if end < 0 else end + 1
+        self._start = end
+        return self._data[start:end]
+
+    def read(self, length: int) -> bytearray:
+        while len(self._data) - self._start < length and not self.eof:
+            self._wait()
+        start = self._start
+        self._start = end = min(len(self._data), start + length)
+        return self._data[start:end]
+
+    def _wait(self) -> None:
+        assert self.reader is not None and self.reader.parent is not None
+        self.reader.parent.switch()  # back to data_received, which resumes us with more
+
+
+class _AuthRequest:
+    """Stands in for greenswitch's ``_auth_request_event``: its reader ``set()``s it on
+    ``auth/request`` (and on a rude rejection), which here settles an asyncio future."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.arrived: asyncio.Future[None] = loop.create_future()
+
+    def set(self) -> None:
+        if not self.arrived.done():
+            self.arrived.set_result(None)
+
+
+class _Connection(InboundESL, asyncio.Protocol):  # type: ignore[misc]  # greenswitch is untyped
+    """greenswitch's InboundESL fed by an asyncio protocol, with its gaps fixed (see the
+    module docstring)."""
 
     def __init__(
         self,
@@ -112,136 +162,86 @@ class _Connection:
         parse: Callable[[str], EslEvent | None],
         deliver: Callable[[EslEvent], None],
     ) -> None:
-        self.password = settings.password.get_secret_value()
-        self.timeout = settings.reply_timeout
-        self._settings = settings
-        self._esl: Any = None  # made in its thread: gevent's queues belong to a thread's hub
-        self._loop = loop
-        self._parse = parse
-        self._deliver = deliver
-        self.closed: asyncio.Future[None] = loop.create_future()
-        self.ready: asyncio.Future[None] = loop.create_future()
-        self.connected = False
-        self._commands_sent: deque[_Reply] = deque()  # the loop's view: in command order
-        self._watchdog: asyncio.TimerHandle | None = None
-        self._probing = False
-        self._outbox: deque[str | None] = deque()  # to the gevent thread; None: close
-        self._inbox: deque[tuple[Callable[..., None], tuple[Any, ...]]] = deque()
-        self._inbox_scheduled = False
-        self._wake: Any = None
-        self._thread = threading.Thread(target=self._run, name="ivagate-esl", daemon=True)
-        self._thread.start()
-
-    # -- the gevent thread -------------------------------------------------------------
-
-    def _run(self) -> None:
-        hub = gevent.get_hub()
-        self._wake = hub.loop.async_()
-        self._wake.start(self._drain_outbox)
-        settings = self._settings
-        self._esl = InboundESL(settings.host, settings.port, self.password, timeout=self.timeout)
-        try:
-            self._esl.connect()
-            self._esl.register_handle("*", self._on_event)
-        except Exception as exc:
-            self._to_loop(self._opened, exc)
-        else:
-            self._to_loop(self._opened, None)
-            while self._esl.connected:
-                gevent.sleep(0.1)
-        with contextlib.suppress(Exception):
-            self._esl.stop()
-        self._to_loop(self._lost)
-        self._wake.stop()
-        hub.destroy(destroy_loop=True)
-
-    def _drain_outbox(self) -> None:
-        while self._outbox:
-            command = self._outbox.popleft()
-            if command is None:
-                self._esl.connected = False
-                with contextlib.suppress(OSError):
-                    self._esl.sock.shutdown(socket.SHUT_RDWR)
-                return
-            gevent.spawn(self._send_one, command)
-
-    def _send_one(self, command: str) -> None:
-        try:
-            reply = self._esl.send(command)
-        except Exception:
-            return  # the connection is going; _lost fails what is owed
-        data = reply.data if hasattr(reply, "data") else reply.headers.get("Reply-Text", "")
-        self._to_loop(self._replied, data)
-
-    def _on_event(self, event: Any) -> None:
-        if event.headers.get("Content-Type") != "text/event-plain":
-            return
-        # greenswitch decoded the values and left a body in the last header, Content-Length
-        headers = event.headers
-        text = "".join(
-            f"{name}: {value}\n"
-            for name, value in headers.items()
-            if name not in ("Content-Length", "Content-Type")
+        super().__init__(
+            settings.host,
+            settings.port,
+            settings.password.get_secret_value(),
+            timeout=settings.reply_timeout,
         )
-        text += f"Content-Length: {headers.get('Content-Length', '')}\n"
-        self._to_loop(self._event, text)
+        self._loop = loop
+        self._parse = parse  # a text/event-plain frame to an event, or None to skip it
+        self._deliver = deliver  # called on the loop, never in the reader greenlet
+        self._auth_request_event = _AuthRequest(loop)
+        self.sock_file = _Received()
+        self.received: deque[EslEvent] = deque()  # parsed by the reader, not yet delivered
+        self.closed: asyncio.Future[None] = loop.create_future()
+        self._transport: asyncio.Transport | None = None
+        self._watchdog: asyncio.TimerHandle | None = None  # armed while replies are owed
+        self._probing = False  # a liveness probe awaits its reply
 
-    def _to_loop(self, fn: Callable[..., None], *args: Any) -> None:
-        self._inbox.append((fn, args))
-        if not self._inbox_scheduled:
-            self._inbox_scheduled = True
-            self._loop.call_soon_threadsafe(self._drain_inbox)
+    @property
+    def auth_requested(self) -> asyncio.Future[None]:
+        arrived: asyncio.Future[None] = self._auth_request_event.arrived
+        return arrived
 
-    # -- the loop's thread -------------------------------------------------------------
+    # -- asyncio.Protocol --------------------------------------------------------------
 
-    def _drain_inbox(self) -> None:
-        self._inbox_scheduled = False
-        while self._inbox:
-            fn, args = self._inbox.popleft()
-            fn(*args)
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # greenswitch's reader closes ``sock`` on a read error
+        self._transport = self.sock = cast("asyncio.Transport", transport)
+        with contextlib.suppress(OSError):
+            transport.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        self.connected = True
+        self.sock_file.reader = greenlet.greenlet(self.receive_events)
 
-    def _opened(self, error: BaseException | None) -> None:
-        if error is None:
-            self.connected = True
-            self.ready.set_result(None)
-        else:
-            self.ready.set_exception(EslDisconnected(repr(error)))
+    def data_received(self, data: bytes) -> None:
+        self.sock_file.feed(data)
+        self._resume_reader()
 
-    def _replied(self, data: str) -> None:
-        if self._commands_sent:
-            self._commands_sent.popleft().set(data)
+    def eof_received(self) -> bool:
+        self.sock_file.eof = True
+        self._resume_reader()
+        return False  # close the transport
 
-    def _event(self, text: str) -> None:
-        parsed = self._parse(text)
-        if parsed is None:
-            return
-        try:
-            self._deliver(parsed)
-        except Exception:
-            log.exception("handling %s failed", parsed.name)
-
-    def _lost(self) -> None:
+    def connection_lost(self, exc: Exception | None) -> None:
         self.connected = False
+        self._run = False
+        self.sock_file.eof = True
+        self._resume_reader()  # it delivers what came before the loss, and ends
+        self._auth_request_event.set()  # a peer that closes before auth/request ends the wait
         if self._watchdog is not None:
             self._watchdog.cancel()
         lost = EslDisconnected("Event Socket connection lost")
         for reply in self._commands_sent:
             reply.set_exception(lost)
         self._commands_sent.clear()
-        if not self.ready.done():
-            self.ready.set_exception(lost)
         if not self.closed.done():
             self.closed.set_result(None)
 
+    def _resume_reader(self) -> None:
+        reader = self.sock_file.reader
+        if reader is None or reader.dead:
+            return
+        reader.switch()
+        while self.received:
+            event = self.received.popleft()
+            try:
+                self._deliver(event)
+            except Exception:  # the listener's bug must not end the connection
+                log.exception("handling %s failed", event.name)
+        if reader.dead:  # it ended (EOF, or a frame it could not read): so does the link
+            self.close()
+
+    # -- greenswitch's side ------------------------------------------------------------
+
     def submit(self, command: str, reply: asyncio.Future[Any], probe: bool = False) -> None:
-        """Hand a command to greenswitch's thread; ``reply`` is settled by its reply."""
-        if not self.connected:
+        """Write a command; ``reply`` takes its place in greenswitch's reply queue."""
+        if not self.connected or self._transport is None:
             raise EslDisconnected("no Event Socket connection")
         self._commands_sent.append(_Reply(reply, self._loop.time(), probe))
         if self._watchdog is None:
             self._watchdog = self._loop.call_later(self.timeout, self._check_replies)
-        self._outbox.append(command)
-        self._wake.send()
+        self._transport.write(f"{command}\n\n".encode())
 
     def _check_replies(self) -> None:
         """The reply timeout: one timer per connection, not one per command.
@@ -283,12 +283,32 @@ class _Connection:
         if not answered.cancelled():
             answered.exception()  # retrieved: a timeout or a lost connection is handled
 
+    def handle_event(self, event: Any) -> None:
+        try:
+            if event.headers.get("Content-Type") == "text/event-plain":
+                text = self._read_socket(self.sock_file, int(event.headers["Content-Length"]))
+                parsed = self._parse(text)
+                if parsed is not None:
+                    self.received.append(parsed)
+            else:
+                super().handle_event(event)
+        except Exception:
+            log.exception("unreadable Event Socket frame; reconnecting")
+            self._run = False
+
+    @staticmethod
+    def _read_socket(sock: Any, length: int) -> str:
+        data: bytearray = sock.read(length)  # short only at EOF
+        if len(data) < length:
+            raise EOFError("Event Socket closed mid-frame")
+        return data.decode()
+
     def close(self) -> None:
         """Drop the connection; pending replies fail once it is gone."""
+        self._run = False
         self.connected = False
-        if self._wake is not None:
-            self._outbox.append(None)
-            self._wake.send()
+        if self._transport is not None:
+            self._transport.abort()
 
 
 class _Reply:
@@ -301,8 +321,8 @@ class _Reply:
         self.sent_at = sent_at  # loop time, for the connection's reply timeout
         self.probe = probe  # the liveness probe: no reply to it drops the connection
 
-    def set(self, data: str) -> None:
-        _settle(self.future, data, None)
+    def set(self, event: Any) -> None:
+        _settle(self.future, event.data, None)
 
     def set_exception(self, error: BaseException) -> None:
         _settle(self.future, None, error)
@@ -442,12 +462,21 @@ class EslClient:
         self._conn = conn
         try:
             async with asyncio.timeout(self.settings.reply_timeout):
-                await conn.ready  # greenswitch's connect(): connected and authenticated
-            future = self._loop.create_future()
-            conn.submit("event plain " + " ".join(SUBSCRIBED_EVENTS), future)
-            reply: str = await future
-            if not reply.startswith("+OK"):
-                raise EslCommandError(reply)
+                await self._loop.create_connection(
+                    lambda: conn, self.settings.host, self.settings.port
+                )
+                await conn.auth_requested
+            if not conn.connected:
+                raise EslDisconnected("closed before auth/request")
+            for command, accepted in (
+                (f"auth {conn.password}", "+OK accepted"),
+                ("event plain " + " ".join(SUBSCRIBED_EVENTS), "+OK"),
+            ):
+                future = self._loop.create_future()
+                conn.submit(command, future)
+                reply: str = await future
+                if not reply.startswith(accepted):
+                    raise EslCommandError(reply if command.startswith("event") else "auth")
         except (OSError, EslError, TimeoutError) as exc:
             log.warning("cannot connect to FreeSWITCH's Event Socket at %s: %r", where, exc)
             conn.close()
