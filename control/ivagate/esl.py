@@ -9,11 +9,20 @@ reads from and switches to the reader, which parses every whole frame and switch
 it needs bytes not yet received. gevent's hub never runs and the process is never
 monkey-patched.
 
-This replaced greenswitch on its own thread and gevent hub with thread-safe hand-offs (what
-the issue proposed), because a benchmark beat it: at 150 calls/s that arrangement cost
-24.5-30 % of a core against 20 % for this one on the same loop, with p50 0.4 ms against
-0.12 ms from ``send_update()`` to the command on the wire (``python -m benchmarks
-controller``; figures in control/README.md). What greenswitch 0.0.19 lacks is fixed here too:
+This uses greenswitch's internals, not only its public API (``connect``, ``send``,
+``register_handle``, ``stop``), because the public API measured twice the CPU and misses the
+target (< 15 % of a core at 150 calls/s): greenswitch as its authors intend, its own connect,
+reader and event greenlets on a gevent hub in a thread of their own with thread-safe
+hand-offs both ways (commit 7fad949, reverted), cost 30.2, 33.1 and 31.4 % of a core against
+14.3, 16.9 and 14.4 % for this arrangement, in alternating runs of ``python -m benchmarks
+controller`` (median runs, 4 December 2026, a shared host). That API also decodes an event
+whole before splitting its lines, so values holding encoded newlines (the SDP) cannot be
+read back, and its reader's death goes unseen. What this relies on is pinned, one test per
+behaviour, in tests/control/test_greenswitch_pins.py, with greenswitch pinned exactly in
+pyproject.toml: the reader reads ``sock_file`` and calls ``handle_event``; ``_run`` stops it;
+it ends at EOF and closes ``sock`` on a read error; replies settle the oldest entry of
+``_commands_sent``; ``auth/request`` sets ``_auth_request_event``; bodies are read through
+``_read_socket``. What greenswitch 0.0.19 lacks is fixed here too:
 
 * ``send()`` used ``socket.send`` and ignored partial writes, so a large INFO body could be
   cut: commands go to the asyncio transport, which writes everything, in order;
