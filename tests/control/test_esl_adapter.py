@@ -105,6 +105,8 @@ async def test_no_reply_to_the_probe_drops_and_reconnects(double: EslDouble, cli
     double.mute = True
     with pytest.raises(EslTimeout):
         await esl.api("global_getvar ivagate_ready")
+    await double.wait_for(lambda: bool(double.commands("api uptime")))  # unanswered too
+    assert listener.downs == 0  # not before the probe's own timeout
     double.mute = False
     await double.wait_for(lambda: listener.downs == 1 and listener.ups == 2 and esl.connected)
     assert double.connections == 2
