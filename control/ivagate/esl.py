@@ -277,7 +277,7 @@ class _Connection(InboundESL, asyncio.Protocol):  # type: ignore[misc]  # greens
                 self.close()
                 return
             late = True
-        if late and not self._probing:
+        if late and not self._probing and self.connected:
             log.warning("a reply from FreeSWITCH is %ss late; probing", self.timeout)
             self._probe()
 

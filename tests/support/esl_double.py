@@ -317,12 +317,14 @@ class EslDouble:
             loop.call_at(self._owed[0][0], self._answer_owed)
 
     def _answer_owed(self) -> None:
+        """The first owed is due (its timer fired); those after it that are due follow."""
         loop = asyncio.get_running_loop()
-        while self._owed and self._owed[0][0] <= loop.time():
+        while self._owed:
             _, writer, command = self._owed.popleft()
             self._command(writer, command)
-        if self._owed:
-            loop.call_at(self._owed[0][0], self._answer_owed)
+            if self._owed and self._owed[0][0] > loop.time():
+                loop.call_at(self._owed[0][0], self._answer_owed)
+                return
 
     def _command(self, writer: asyncio.StreamWriter, command: str) -> None:
         first, *lines = command.split("\n")
