@@ -9,17 +9,27 @@ reads from and switches to the reader, which parses every whole frame and switch
 it needs bytes not yet received. gevent's hub never runs and the process is never
 monkey-patched.
 
-This replaced greenswitch on its own thread and gevent hub with thread-safe hand-offs (what
-the issue proposed), because a benchmark beat it: at 150 calls/s that arrangement cost
-24.5-30 % of a core against 20 % for this one on the same loop, with p50 0.4 ms against
-0.12 ms from ``send_update()`` to the command on the wire (``python -m benchmarks
-controller``; figures in control/README.md). What greenswitch 0.0.19 lacks is fixed here too:
+This uses greenswitch's internals, not only its public API (``connect``, ``send``,
+``register_handle``, ``stop``), because the public API measured twice the CPU and misses the
+target (< 15 % of a core at 150 calls/s): greenswitch as its authors intend, its own connect,
+reader and event greenlets on a gevent hub in a thread of their own with thread-safe
+hand-offs both ways (commit 7fad949, reverted), cost 30.2, 33.1 and 31.4 % of a core against
+14.3, 16.9 and 14.4 % for this arrangement, in alternating runs of ``python -m benchmarks
+controller`` (median runs, 4 December 2026, a shared host). That API also decodes an event
+whole before splitting its lines, so values holding encoded newlines (the SDP) cannot be
+read back, and its reader's death goes unseen. What this relies on is pinned, one test per
+behaviour, in tests/control/test_greenswitch_pins.py, with greenswitch pinned exactly in
+pyproject.toml: the reader reads ``sock_file`` and calls ``handle_event``; ``_run`` stops it;
+it ends at EOF and closes ``sock`` on a read error; replies settle the oldest entry of
+``_commands_sent``; ``auth/request`` sets ``_auth_request_event``; bodies are read through
+``_read_socket``. What greenswitch 0.0.19 lacks is fixed here too:
 
 * ``send()`` used ``socket.send`` and ignored partial writes, so a large INFO body could be
   cut: commands go to the asyncio transport, which writes everything, in order;
-* replies had no timeout: a reply that does not come within ``esl.reply_timeout`` closes the
-  connection (replies are matched by position, so the connection cannot be trusted after a
-  lost one) and the caller gets ``EslTimeout``;
+* replies had no timeout: a command whose reply does not come within ``esl.reply_timeout``
+  fails with ``EslTimeout``, alone; its late reply is still taken for it (replies are matched
+  by position), and a liveness probe asks whether FreeSWITCH answers at all: only a probe
+  without a reply within the timeout closes the connection, which ends every call;
 * ``text/event-plain`` bodies were URL-decoded as a whole before being split into lines, which
   breaks values holding encoded newlines or ``": "``; we parse them line by line instead;
 * a short read at EOF looped for ever: the reader now ends at EOF;
@@ -67,6 +77,9 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+# Sent when a reply is late, to learn whether FreeSWITCH still answers: cheap, no side effect
+LIVENESS_PROBE = "api uptime"
 
 
 class EslError(RuntimeError):
@@ -172,6 +185,7 @@ class _Connection(InboundESL, asyncio.Protocol):  # type: ignore[misc]  # greens
         self.closed: asyncio.Future[None] = loop.create_future()
         self._transport: asyncio.Transport | None = None
         self._watchdog: asyncio.TimerHandle | None = None  # armed while replies are owed
+        self._probing = False  # a liveness probe awaits its reply
 
     @property
     def auth_requested(self) -> asyncio.Future[None]:
@@ -228,29 +242,54 @@ class _Connection(InboundESL, asyncio.Protocol):  # type: ignore[misc]  # greens
 
     # -- greenswitch's side ------------------------------------------------------------
 
-    def submit(self, command: str, reply: asyncio.Future[Any]) -> None:
+    def submit(self, command: str, reply: asyncio.Future[Any], probe: bool = False) -> None:
         """Write a command; ``reply`` takes its place in greenswitch's reply queue."""
         if not self.connected or self._transport is None:
             raise EslDisconnected("no Event Socket connection")
-        self._commands_sent.append(_Reply(reply, self._loop.time()))
+        self._commands_sent.append(_Reply(reply, self._loop.time(), probe))
         if self._watchdog is None:
             self._watchdog = self._loop.call_later(self.timeout, self._check_replies)
         self._transport.write(f"{command}\n\n".encode())
 
     def _check_replies(self) -> None:
-        """The reply timeout. Replies come in the order of the commands, so only the oldest
-        one owed can be late: one timer per connection, not one per command."""
+        """The reply timeout: one timer per connection, not one per command.
+
+        A late reply fails its command only: the command stays in the reply queue, so its
+        reply, when it comes, is taken for it and not for the next one (replies are matched
+        by position). Whether FreeSWITCH still answers at all is then asked with a probe,
+        answered after every command before it; only a probe without a reply within the
+        timeout drops the connection.
+        """
         self._watchdog = None
-        if not self._commands_sent:
-            return
-        due = self._commands_sent[0].sent_at + self.timeout
-        if self._loop.time() < due:
-            self._watchdog = self._loop.call_at(due, self._check_replies)
-            return
-        log.error("no reply from FreeSWITCH within %ss; reconnecting", self.timeout)
-        self._commands_sent.pop(0).set_exception(EslTimeout(f"no reply within {self.timeout}s"))
-        # replies are matched by position, so the connection cannot be trusted after a lost one
-        self.close()
+        now = self._loop.time()
+        late = False
+        for reply in self._commands_sent:
+            if reply.future.done():  # timed out already, or its caller gave up
+                continue
+            due = reply.sent_at + self.timeout
+            if now < due:
+                self._watchdog = self._loop.call_at(due, self._check_replies)
+                break
+            reply.set_exception(EslTimeout(f"no reply within {self.timeout}s"))
+            if reply.probe:
+                log.error("no reply from FreeSWITCH within %ss; reconnecting", self.timeout)
+                self.close()
+                return
+            late = True
+        if late and not self._probing and self.connected:
+            log.warning("a reply from FreeSWITCH is %ss late; probing", self.timeout)
+            self._probe()
+
+    def _probe(self) -> None:
+        answered: asyncio.Future[Any] = self._loop.create_future()
+        answered.add_done_callback(self._probed)
+        self.submit(LIVENESS_PROBE, answered, probe=True)
+        self._probing = True
+
+    def _probed(self, answered: asyncio.Future[Any]) -> None:
+        self._probing = False
+        if not answered.cancelled():
+            answered.exception()  # retrieved: a timeout or a lost connection is handled
 
     def handle_event(self, event: Any) -> None:
         try:
@@ -283,11 +322,12 @@ class _Connection(InboundESL, asyncio.Protocol):  # type: ignore[misc]  # greens
 class _Reply:
     """A command's place in greenswitch's reply queue: settles its asyncio future."""
 
-    __slots__ = ("future", "sent_at")
+    __slots__ = ("future", "probe", "sent_at")
 
-    def __init__(self, future: asyncio.Future[Any], sent_at: float) -> None:
+    def __init__(self, future: asyncio.Future[Any], sent_at: float, probe: bool) -> None:
         self.future = future
         self.sent_at = sent_at  # loop time, for the connection's reply timeout
+        self.probe = probe  # the liveness probe: no reply to it drops the connection
 
     def set(self, event: Any) -> None:
         _settle(self.future, event.data, None)

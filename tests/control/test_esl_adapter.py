@@ -99,16 +99,42 @@ async def test_concurrent_commands_keep_their_replies(double: EslDouble, client)
     assert replies == ["+OK\n"] * 20 + ["-ERR No such channel!\n"]
 
 
-async def test_reply_timeout_drops_and_reconnects(double: EslDouble, client) -> None:
-    """No reply within reply_timeout: EslTimeout, the connection is dropped and re-made."""
+async def test_no_reply_to_the_probe_drops_and_reconnects(double: EslDouble, client) -> None:
+    """No reply within reply_timeout, nor to the liveness probe sent then: EslTimeout, the
+    connection is dropped and re-made."""
     esl, listener = client
     double.mute = True
     with pytest.raises(EslTimeout):
         await esl.api("global_getvar ivagate_ready")
+    await double.wait_for(lambda: bool(double.commands("api uptime")))  # unanswered too
+    assert listener.downs == 0  # not before the probe's own timeout
     double.mute = False
     await double.wait_for(lambda: listener.downs == 1 and listener.ups == 2 and esl.connected)
     assert double.connections == 2
     assert await esl.api("global_setvar ivagate_ready=true") == "+OK\n"
+
+
+async def test_a_late_reply_fails_that_command_only(double: EslDouble, client) -> None:
+    """A reply later than reply_timeout (a slow api on a busy FreeSWITCH) fails that command
+    only: the connection and the other calls' commands stay, and the late reply is taken
+    for its own command, not for the next one."""
+    esl, listener = client
+    timeout = esl.settings.reply_timeout
+    double.global_vars.update(slow="late", next="in time")
+    other_call = await double.park()
+    double.media_seconds = 2 * timeout
+    playing = asyncio.ensure_future(esl.execute(other_call, "playback", "hold.wav"))
+    await double.wait_for(lambda: bool(double.commands("sendmsg")))
+    double.reply_delay = 1.5 * timeout
+    slow = asyncio.ensure_future(esl.api("global_getvar slow"))
+    await double.wait_for(lambda: bool(double.commands("api global_getvar slow")))
+    double.reply_delay = 0  # what comes next is answered after it, as FreeSWITCH does
+    with pytest.raises(EslTimeout):
+        await slow
+    assert await esl.api("global_getvar next") == "in time"
+    assert (await playing).application == "playback"
+    assert listener.downs == 0 and esl.connected and double.connections == 1
+    assert double.commands("api uptime") == ["api uptime"]  # the probe that kept it
 
 
 async def test_replies_that_keep_coming_keep_the_connection(double: EslDouble, client) -> None:

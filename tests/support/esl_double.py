@@ -27,6 +27,7 @@ import json
 import re
 import time
 import uuid as uuidlib
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -169,6 +170,7 @@ class EslDouble:
         self.refuse = False  # close new connections at once (FreeSWITCH down)
         self.mute = False  # read commands but never answer (a stuck FreeSWITCH)
         self.reply_delay = 0.0  # seconds before each command is answered (a busy FreeSWITCH)
+        self._owed: deque[tuple[float, asyncio.StreamWriter, str]] = deque()  # when, to whom
         # channels whose caller hangs up as the next INFO arrives (recorded race: the
         # hangup events come before uuid_send_info's -ERR reply)
         self.hangup_on_info: set[str] = set()
@@ -294,10 +296,8 @@ class EslDouble:
                     continue
                 if self.mute:
                     continue
-                if self.reply_delay:  # one delay for all: the replies keep their order
-                    asyncio.get_running_loop().call_later(
-                        self.reply_delay, self._command, writer, command
-                    )
+                if self.reply_delay or self._owed:
+                    self._answer_later(writer, command)
                 else:
                     self._command(writer, command)
         except (asyncio.IncompleteReadError, ConnectionError):
@@ -307,6 +307,24 @@ class EslDouble:
                 self._writers.remove(writer)
             self._subscribed.pop(writer, None)
             writer.close()
+
+    def _answer_later(self, writer: asyncio.StreamWriter, command: str) -> None:
+        """Answer ``reply_delay`` from now, but never before a command received earlier:
+        FreeSWITCH runs a connection's commands one after another."""
+        loop = asyncio.get_running_loop()
+        self._owed.append((loop.time() + self.reply_delay, writer, command))
+        if len(self._owed) == 1:
+            loop.call_at(self._owed[0][0], self._answer_owed)
+
+    def _answer_owed(self) -> None:
+        """The first owed is due (its timer fired); those after it that are due follow."""
+        loop = asyncio.get_running_loop()
+        while self._owed:
+            _, writer, command = self._owed.popleft()
+            self._command(writer, command)
+            if self._owed and self._owed[0][0] > loop.time():
+                loop.call_at(self._owed[0][0], self._answer_owed)
+                return
 
     def _command(self, writer: asyncio.StreamWriter, command: str) -> None:
         first, *lines = command.split("\n")
@@ -344,6 +362,8 @@ class EslDouble:
                 return "+OK\n"
             case "global_getvar":
                 return self.global_vars.get(args, "")
+            case "uptime":  # NOT RECORDED: FreeSWITCH's seconds since it started
+                return "3600\n"
             case "show":
                 return self._channel_listing()
             case "uuid_answer":
