@@ -22,8 +22,8 @@ from tests.support.ansible_site import (
     ansible_env,
 )
 
-from ivagate.emulator import CallPlan, run_call
-from ivagate.emulator.transport import TransportName
+from ivagate_kit import CallPlan, run_call
+from ivagate_kit.transport import TransportName
 
 pytestmark = [pytest.mark.ansible]
 

@@ -20,7 +20,7 @@ from ivagate.bots.base import CallEnded, Outcome, PayloadError
 from ivagate.bots.webhook import WebhookBot
 from ivagate.controller import Controller
 from ivagate.settings import WebhookSettings
-from support.esl_double import EslDouble
+from ivagate_kit.esl_double import EslDouble
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
