@@ -8,8 +8,8 @@ test: deps
 	.venv/bin/python -m pytest
 
 lint: deps
-	.venv/bin/ruff check control tests benchmarks
-	.venv/bin/ruff format --check control tests benchmarks
+	.venv/bin/ruff check control kit tests benchmarks
+	.venv/bin/ruff format --check control kit tests benchmarks
 	.venv/bin/mypy
 
 bench: deps

@@ -2,7 +2,8 @@
 
 The controller runs as its own process (``ivagate run``, default settings: INFO logs as JSON,
 here to a file), so its CPU and memory are its own; it connects over loopback TCP to the ESL
-double (``tests/support/esl_double.py``, recorded FreeSWITCH bytes) running in this process.
+double (``ivagate_kit.esl_double``, replaying the FreeSWITCH bytes recorded in tests/fixtures)
+running in this process.
 Every call is parked as it comes through the edge (the recorded CHANNEL_PARK with the
 edge's ``X-Edge-Transport`` and ``X-Edge-Source`` headers) and goes to ``BenchBot``
 (``controller_bot.py``): answer, one update, the final
@@ -52,10 +53,10 @@ from typing import Any
 import aiohttp
 import psutil
 from prometheus_client.parser import text_string_to_metric_families
-from tests.support.esl_double import Channel, EslDouble
 
 from benchmarks.controller_bot import BenchBot
 from benchmarks.cores import pinning, started_on
+from ivagate_kit.esl_double import Channel, EslDouble
 
 __all__ = ["main"]
 
@@ -74,6 +75,7 @@ DRIVER_CORE = 0  # this process: the ESL double and the calls it plays
 CONTROLLER_CORE = 1  # the controller alone
 TOKEN = "bench"
 ROOT = Path(__file__).resolve().parents[1]
+ESL_RECORDINGS = ROOT / "tests" / "fixtures" / "freeswitch-1.10.12" / "esl"  # what the double plays
 _STAMP = re.compile(r'"t": ([0-9.e+-]+)')
 
 
@@ -281,7 +283,7 @@ async def peak_phase(double: EslDouble, controller: Controller) -> dict[str, flo
 
 
 async def run() -> int:
-    double = EslDouble(password="bench-secret")
+    double = EslDouble(ESL_RECORDINGS, password="bench-secret")
     await double.start()
     with tempfile.TemporaryDirectory(prefix="ivagate-bench-") as tmp:
         log = Path(tmp) / "controller.log"

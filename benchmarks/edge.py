@@ -39,9 +39,9 @@ from tests.support.edge import (
 )
 
 from benchmarks.cores import pinning, started_on
-from ivagate.emulator import CallPlan, run_load
-from ivagate.emulator.media_node import MediaNode, NodeScript
-from ivagate.emulator.transport import TransportName
+from ivagate_kit import CallPlan, run_load
+from ivagate_kit.media_node import MediaNode, NodeScript
+from ivagate_kit.transport import TransportName
 
 __all__ = ["main"]
 

@@ -1,4 +1,5 @@
-"""The house rules that tools can check: ruff (lint and format) and mypy --strict on control/."""
+"""The house rules that tools can check: ruff (lint and format) and mypy --strict on control/
+and kit/."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-PYTHON_TREES = ["control", "tests", "benchmarks"]
+PYTHON_TREES = ["control", "kit", "tests", "benchmarks"]
 
 
 @pytest.mark.parametrize(

@@ -4,7 +4,8 @@
   event loop (about a fifth less CPU per call than asyncio's own: benchmarks/controller.py).
 * ``ivagate check-config``: every invalid setting with its path and the reason.
 * ``ivagate config-reference``: the settings as a Markdown table (the README's reference).
-* ``ivagate emulate ...`` / ``ivagate stand-in ...``: the RingCX emulator's commands.
+* ``ivagate emulate ...`` / ``ivagate stand-in ...``: commands of other packages, registered
+  as entry points of the group ``ivagate.commands`` (the conformance kit, ``ivagate-kit``).
 
 ``--config FILE`` names the TOML settings file (same as ``IVAGATE_CONFIG_FILE``).
 """
@@ -17,6 +18,7 @@ import logging
 import os
 import signal
 import sys
+from importlib.metadata import entry_points
 
 import uvloop
 from aiohttp import web
@@ -26,7 +28,6 @@ from .api import create_app
 from .bots.registry import BotLoadError
 from .config_reference import render as render_config_reference
 from .controller import Controller
-from .emulator import cli as emulator_cli
 from .log import setup_logging
 from .settings import CONFIG_FILE_ENV, Settings
 from .validation import problems as validation_problems
@@ -35,22 +36,25 @@ __all__ = ["Server", "config_problems", "main"]
 
 log = logging.getLogger(__name__)
 
-_EMULATOR_COMMANDS = ("emulate", "stand-in")
-
 
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
-    if args and args[0] in _EMULATOR_COMMANDS:
-        run = emulator_cli.main if args[0] == "emulate" else emulator_cli.stand_in_main
-        return run(args[1:])
+    plugins = {command.name: command for command in entry_points(group="ivagate.commands")}
+    if args and args[0] in plugins:
+        return int(plugins[args[0]].load()(args[1:]))
     parser = argparse.ArgumentParser(prog="ivagate", description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", metavar="FILE", help="TOML settings file")
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("run", help="run the controller and its HTTP API")
     commands.add_parser("check-config", help="validate the settings and bots, then exit")
     commands.add_parser("config-reference", help="print every setting as a Markdown table")
-    for name in _EMULATOR_COMMANDS:
-        commands.add_parser(name, help=f"the RingCX emulator ('ivagate {name} --help')")
+    for name, command in plugins.items():
+        origin = command.dist.name if command.dist else command.module
+        commands.add_parser(name, help=f"from {origin} ('ivagate {name} --help')")
+    if args and not args[0].startswith("-") and args[0] not in commands.choices:
+        parser.exit(
+            2, f"ivagate: no command {args[0]!r} (emulate, stand-in: install ivagate-kit)\n"
+        )
     options = parser.parse_args(args)
     if options.command == "config-reference":
         print(render_config_reference(), end="")

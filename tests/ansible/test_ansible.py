@@ -20,10 +20,11 @@ from tests.support.ansible_site import (
     Applied,
     Site,
     ansible_env,
+    kit_wheels,
 )
 
-from ivagate.emulator import CallPlan, run_call
-from ivagate.emulator.transport import TransportName
+from ivagate_kit import CallPlan, run_call
+from ivagate_kit.transport import TransportName
 
 pytestmark = [pytest.mark.ansible]
 
@@ -93,11 +94,13 @@ def kamailio_rpc(site: Site, method: str, *params: object) -> object:
 
 
 @pytest.fixture(scope="module")
-def stand_in(applied: Applied, site: Site) -> str:
-    """`ivagate stand-in` from the virtualenv the controller role made, as the media node."""
+def stand_in(applied: Applied, site: Site, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """`ivagate-kit stand-in`, the kit installed on the target beside the controller, as the
+    media node."""
     uri = f"sip:{site.target.media_address}:{STAND_IN_PORT}"
+    kit = site.install_kit(kit_wheels(tmp_path_factory.mktemp("kit-wheels")))
     command = [
-        "/opt/ivagate/venv/bin/ivagate", "stand-in", "--listen", uri.removeprefix("sip:"),
+        kit, "stand-in", "--listen", uri.removeprefix("sip:"),
         "--transport", "udp",
         *(arg for info in INFOS for arg in ("--info", json.dumps(info))),
     ]  # fmt: skip

@@ -11,7 +11,8 @@ import uvloop
 
 from ivagate.controller import Controller
 from ivagate.settings import Settings
-from support.esl_double import EslDouble
+from ivagate_kit.esl_double import EslDouble
+from support.recordings import ESL_RECORDINGS
 
 TEST_BOTS = {
     name: f"support.bots:{name}"
@@ -40,7 +41,7 @@ def pytest_asyncio_loop_factories(
 
 @pytest.fixture
 async def double() -> AsyncIterator[EslDouble]:
-    server = EslDouble()
+    server = EslDouble(ESL_RECORDINGS)
     await server.start()
     yield server
     await server.stop()

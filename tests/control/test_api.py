@@ -15,7 +15,8 @@ from ivagate.api import create_app
 from ivagate.api.errors import json_errors
 from ivagate.api.keys import CONTROLLER
 from ivagate.controller import Controller
-from support.esl_double import EslDouble
+from ivagate_kit.esl_double import EslDouble
+from support.recordings import ESL_RECORDINGS
 
 TOKEN = "t0ken"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -27,7 +28,7 @@ Api = Callable[..., Awaitable[TestClient[Any, Any]]]
 @pytest.fixture
 async def double() -> AsyncIterator[EslDouble]:
     """The ESL double with media that never ends by itself: calls stay up until hung up."""
-    server = EslDouble(media_seconds=60)
+    server = EslDouble(ESL_RECORDINGS, media_seconds=60)
     await server.start()
     yield server
     await server.stop()

@@ -1,4 +1,5 @@
-"""The ``ivagate`` command: ``check-config`` and ``run``'s startup and orderly shutdown."""
+"""The ``ivagate`` command: ``check-config``, ``run``'s startup and orderly shutdown, and the
+commands other packages add (``ivagate.commands`` entry points)."""
 
 from __future__ import annotations
 
@@ -10,9 +11,10 @@ from collections.abc import Callable
 import aiohttp
 import pytest
 
+from ivagate import cli
 from ivagate.cli import Server, main
 from ivagate.settings import Settings
-from support.esl_double import EslDouble
+from ivagate_kit.esl_double import EslDouble
 
 
 def test_check_config_lists_every_invalid_field(
@@ -40,6 +42,17 @@ def test_check_config_names_unknown_bots(
     config.write_text('[esl]\npassword = "s3cret"\n[routing.dids]\n"15550001000" = "nope"\n')
     assert main(["--config", str(config), "check-config"]) == 2
     assert "routing.dids.15550001000: unknown bot 'nope'" in capsys.readouterr().err
+
+
+def test_kit_command_without_the_kit_says_what_to_install(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """With no package adding commands, ``ivagate emulate`` exits 2 naming ivagate-kit."""
+    monkeypatch.setattr(cli, "entry_points", lambda group: [])
+    with pytest.raises(SystemExit) as exc:
+        main(["emulate", "127.0.0.1:5060"])
+    assert exc.value.code == 2
+    assert "install ivagate-kit" in capsys.readouterr().err
 
 
 def test_check_config_ok(

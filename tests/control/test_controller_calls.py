@@ -12,8 +12,8 @@ from ivagate.bots.base import Outcome
 from ivagate.calls.records import CallRecord
 from ivagate.controller import Controller
 from ivagate.log import JsonFormatter, TextFormatter
+from ivagate_kit.esl_double import EslDouble
 from support import bots
-from support.esl_double import EslDouble
 
 
 async def ended(controller: Controller, uuid: str) -> CallRecord:

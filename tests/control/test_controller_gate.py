@@ -7,7 +7,7 @@ import asyncio
 from ivagate.bots.base import Outcome
 from ivagate.calls.records import CallRecord
 from ivagate.controller import Controller
-from support.esl_double import EslDouble
+from ivagate_kit.esl_double import EslDouble
 
 
 async def record_of(controller: Controller, uuid: str, double: EslDouble) -> CallRecord:

@@ -12,7 +12,7 @@ from ivagate.esl import EslClient, EslDisconnected, EslTimeout
 from ivagate.events import ChannelPark, EslEvent
 from ivagate.info import encode_info, send_info_command
 from ivagate.settings import EslSettings
-from support.esl_double import EslDouble
+from ivagate_kit.esl_double import EslDouble
 
 
 class Listener:

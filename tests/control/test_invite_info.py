@@ -10,13 +10,16 @@ from ivagate.bots.base import PayloadError
 from ivagate.events import ChannelAnswer, ChannelPark, parse_event
 from ivagate.info import encode_info, send_info_command
 from ivagate.invite import Invite, decode_invite_headers, raw_invite_headers
-from support.esl_double import load_recording
+from ivagate_kit.esl_double import load_recording
+from support.recordings import ESL_RECORDINGS
 
 
 def recorded_event(recording: str, name: str) -> object:
     """The first event ``name`` FreeSWITCH sent in ``recording``, parsed."""
     marker = f"Event-Name: {name}\n".encode()
-    frame = next(f for d, f in load_recording(recording) if d == "<<<" and marker in f)
+    frame = next(
+        f for d, f in load_recording(ESL_RECORDINGS, recording) if d == "<<<" and marker in f
+    )
     _, _, body = frame.partition(b"\n\n")
     return parse_event(body.decode().rstrip("\n"))
 
@@ -59,7 +62,9 @@ def test_srtp_comes_from_the_recorded_answer(recording: str, srtp: bool) -> None
 def test_x_headers_keep_spelling_and_decode() -> None:
     """Recorded X- headers: case-insensitive lookup, original spelling, URL-decoded values."""
     frame = next(
-        f for d, f in load_recording("outbound-call-srtp.esl") if b"variable_sip_i_x_bot_id" in f
+        f
+        for d, f in load_recording(ESL_RECORDINGS, "outbound-call-srtp.esl")
+        if b"variable_sip_i_x_bot_id" in f
     )
     headers, raw = decode_invite_headers(frame.decode()), raw_invite_headers(frame.decode())
     assert headers["x-bot-id"] == "support"
@@ -91,7 +96,11 @@ def test_repeated_header_array_is_split() -> None:
 
 def test_info_command_matches_recording() -> None:
     """The final intent command is byte for byte the recorded one."""
-    sent = [f for d, f in load_recording("inbound-park-call.esl") if b"uuid_send_info d7dd" in f]
+    sent = [
+        f
+        for d, f in load_recording(ESL_RECORDINGS, "inbound-park-call.esl")
+        if b"uuid_send_info d7dd" in f
+    ]
     body = encode_info({"intent": "Billing"}, final=True, max_bytes=16384)
     command = "api " + send_info_command("d7dd3510-57a3-4df3-9f7a-860475060edc", body)
     assert sent == [(command + "\n\n").encode()]

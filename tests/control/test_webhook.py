@@ -19,7 +19,7 @@ from pydantic import ValidationError
 from ivagate.bots.base import CallEnded, Outcome, PayloadError
 from ivagate.bots.webhook import WebhookBot, WebhookOptions
 from ivagate.controller import Controller
-from support.esl_double import EslDouble
+from ivagate_kit.esl_double import EslDouble
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
-SIP_RECORDING = (
-    Path(__file__).parents[1] / "fixtures/freeswitch-1.10.12/sip/srtp-call-as-seen-by-caller.sip"
-)
+from support.recordings import RECORDINGS
+
+SIP_RECORDING = RECORDINGS / "sip" / "srtp-call-as-seen-by-caller.sip"
 
 
 @pytest.fixture(scope="session")

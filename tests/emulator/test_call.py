@@ -6,9 +6,9 @@ import asyncio
 
 import pytest
 
-from ivagate.emulator import CallPlan, CallReport, run_call
-from ivagate.emulator.media_node import MediaNode, NodeScript
-from ivagate.emulator.transport import TransportName
+from ivagate_kit import CallPlan, CallReport, run_call
+from ivagate_kit.media_node import MediaNode, NodeScript
+from ivagate_kit.transport import TransportName
 
 TRANSPORTS: list[TransportName] = ["udp", "tcp", "tls"]
 INFOS: list[dict[str, object] | str] = [{"n": 1}, {"intent": "Technical Support", "final": True}]

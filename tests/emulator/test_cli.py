@@ -1,4 +1,5 @@
-"""The command lines: ``ivagate emulate`` exit codes and JSON, ``ivagate stand-in``."""
+"""The command lines: ``emulate`` exit codes and JSON, ``stand-in``, and both installed as
+``ivagate-kit <command>`` and ``ivagate <command>``."""
 
 from __future__ import annotations
 
@@ -7,11 +8,14 @@ import json
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
-from ivagate.emulator.cli import main, stand_in_main
-from ivagate.emulator.media_node import MediaNode, NodeScript
+from ivagate_kit.cli import main, run, stand_in_main
+from ivagate_kit.media_node import MediaNode, NodeScript
+
+BIN = Path(sys.executable).parent  # the virtualenv's console scripts
 
 
 async def _node_main(script: NodeScript, argv: list[str]) -> tuple[int, MediaNode]:
@@ -60,6 +64,8 @@ async def test_emulate_load_prints_a_summary(capsys: pytest.CaptureFixture[str])
         (stand_in_main, ["--answer", "100"]),
         (stand_in_main, ["--listen", "nohost"]),
         (stand_in_main, ["--info", "{not json"]),
+        (run, []),
+        (run, ["emulator", "127.0.0.1:5060"]),
     ],
 )
 def test_bad_arguments_exit_2(entry: object, argv: list[str]) -> None:
@@ -71,9 +77,10 @@ def test_bad_arguments_exit_2(entry: object, argv: list[str]) -> None:
 
 
 def test_stand_in_command_serves_a_call() -> None:
-    """``python -m ivagate.emulator stand-in`` on port 0 takes a call from ``emulate``."""
+    """``ivagate-kit stand-in`` on port 0 takes a call from ``ivagate emulate`` (the controller's
+    command running the kit's, found by its entry point)."""
     node = subprocess.Popen(
-        [sys.executable, "-m", "ivagate.emulator", "stand-in", "--listen", "127.0.0.1:0",
+        [BIN / "ivagate-kit", "stand-in", "--listen", "127.0.0.1:0",
          "--info", '{"intent": "x", "final": true}', "--info-interval", "0"],
         stdout=subprocess.PIPE, text=True,
     )  # fmt: skip
@@ -83,7 +90,7 @@ def test_stand_in_command_serves_a_call() -> None:
         port = re.search(r"127\.0\.0\.1:(\d+)", banner)
         assert port, banner
         emulate = subprocess.run(
-            [sys.executable, "-m", "ivagate.emulator", f"127.0.0.1:{port[1]}", "-t", "udp",
+            [BIN / "ivagate", "emulate", f"127.0.0.1:{port[1]}", "-t", "udp",
              "--timeout", "5"],
             capture_output=True, text=True, timeout=30, check=False,
         )  # fmt: skip

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from ivagate.emulator.dialog import Dialog
-from ivagate.emulator.sipmsg import Headers, SipMessage
+from ivagate_kit.dialog import Dialog
+from ivagate_kit.sipmsg import Headers, SipMessage
 
 INVITE = SipMessage.request(
     "INVITE",

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from ivagate.emulator import CallPlan, run_load
-from ivagate.emulator.load import summarize
-from ivagate.emulator.media_node import MediaNode, NodeScript
+from ivagate_kit import CallPlan, run_load
+from ivagate_kit.load import summarize
+from ivagate_kit.media_node import MediaNode, NodeScript
 
 
 async def test_load_places_every_call_and_summarizes() -> None:

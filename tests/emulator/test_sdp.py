@@ -5,8 +5,8 @@ from __future__ import annotations
 import base64
 import re
 
-from ivagate.emulator.sdp import SRTP_SUITE, Sdp, answer_problems, build_answer, build_offer
-from ivagate.emulator.sipmsg import SipMessage
+from ivagate_kit.sdp import SRTP_SUITE, Sdp, answer_problems, build_answer, build_offer
+from ivagate_kit.sipmsg import SipMessage
 
 
 def test_srtp_offer_carries_one_sdes_key() -> None:

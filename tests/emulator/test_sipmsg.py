@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from ivagate.emulator.sipmsg import NameAddr, SipError, SipMessage, SipUri, Via, split_list
+from ivagate_kit.sipmsg import NameAddr, SipError, SipMessage, SipUri, Via, split_list
 
 
 def test_recorded_messages_parse(recorded_messages: list[bytes]) -> None:

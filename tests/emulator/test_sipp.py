@@ -10,8 +10,8 @@ import psutil
 import pytest
 from tests.support.edge import SCENARIOS, SIPP, free_port
 
-from ivagate.emulator import CallPlan, CallReport, run_call
-from ivagate.emulator.transport import TransportName
+from ivagate_kit import CallPlan, CallReport, run_call
+from ivagate_kit.transport import TransportName
 
 pytestmark = [
     pytest.mark.sipp,

@@ -6,10 +6,10 @@ import asyncio
 
 import pytest
 
-from ivagate.emulator import CallPlan, run_call
-from ivagate.emulator.media_node import MediaNode
-from ivagate.emulator.sipmsg import SipError, SipMessage
-from ivagate.emulator.transport import PING, PONG, StreamFramer
+from ivagate_kit import CallPlan, run_call
+from ivagate_kit.media_node import MediaNode
+from ivagate_kit.sipmsg import SipError, SipMessage
+from ivagate_kit.transport import PING, PONG, StreamFramer
 
 
 def _stream(recorded: list[bytes]) -> bytes:

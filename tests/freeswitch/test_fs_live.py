@@ -19,11 +19,11 @@ import pytest
 from fs_node import LiveNode
 from pydantic import SecretStr
 
-from ivagate.emulator import CallPlan, CallReport, run_call
 from ivagate.esl import EslClient
 from ivagate.events import EslEvent
 from ivagate.info import encode_info, send_info_command
 from ivagate.settings import EslSettings
+from ivagate_kit import CallPlan, CallReport, run_call
 
 pytestmark = pytest.mark.freeswitch
 

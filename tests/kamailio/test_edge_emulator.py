@@ -9,9 +9,9 @@ from collections.abc import Callable
 import pytest
 from tests.support.edge import CALLER, NODE_HOSTS, Edge, free_port
 
-from ivagate.emulator import CallPlan, run_call
-from ivagate.emulator.media_node import MediaNode, NodeScript
-from ivagate.emulator.transport import TransportName
+from ivagate_kit import CallPlan, run_call
+from ivagate_kit.media_node import MediaNode, NodeScript
+from ivagate_kit.transport import TransportName
 
 pytestmark = [pytest.mark.kamailio]
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from tests.support.edge import NODE_HOSTS, Edge, free_port, start_caller, start_node
 
-from ivagate.emulator.media_node import MediaNode, NodeScript
+from ivagate_kit.media_node import MediaNode, NodeScript
 
 pytestmark = [pytest.mark.kamailio, pytest.mark.sipp]
 

@@ -20,8 +20,8 @@ from tests.support.edge import (
     free_port,
 )
 
-from ivagate.emulator import CallPlan, run_call
-from ivagate.emulator.media_node import MediaNode, NodeScript
+from ivagate_kit import CallPlan, run_call
+from ivagate_kit.media_node import MediaNode, NodeScript
 
 pytestmark = [pytest.mark.kamailio]
 

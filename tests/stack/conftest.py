@@ -29,7 +29,8 @@ os.environ.setdefault("TESTCONTAINERS_RYUK_DISABLED", "true")
 
 @pytest.fixture(scope="session")
 def stack_images() -> StackImages:
-    """The edge and control images, built from this repository (cached layers after the first)."""
+    """The edge, control and kit images, built from this repository (cached layers after the
+    first)."""
     try:
         docker.from_env().ping()
     except DockerException as exc:
@@ -48,14 +49,14 @@ def network() -> Iterator[Network]:
 @pytest.fixture(scope="session")
 def caller(stack_images: StackImages, network: Network) -> Iterator[EmulatorContainer]:
     """The emulated RingCX: its address is on the edge's allowlist."""
-    with EmulatorContainer(stack_images.control, network, "caller") as container:
+    with EmulatorContainer(stack_images.kit, network, "caller") as container:
         yield container
 
 
 @pytest.fixture(scope="session")
 def outsider(stack_images: StackImages, network: Network) -> Iterator[EmulatorContainer]:
     """A second caller whose address is on no allowlist."""
-    with EmulatorContainer(stack_images.control, network, "outsider") as container:
+    with EmulatorContainer(stack_images.kit, network, "outsider") as container:
         yield container
 
 
@@ -63,7 +64,7 @@ def outsider(stack_images: StackImages, network: Network) -> Iterator[EmulatorCo
 def media_nodes(
     stack_images: StackImages, network: Network
 ) -> Iterator[tuple[StandInContainer, StandInContainer]]:
-    with stand_in_pair(stack_images.control, network, ("media1", "media2")) as nodes:
+    with stand_in_pair(stack_images.kit, network, ("media1", "media2")) as nodes:
         yield nodes
 
 

@@ -70,7 +70,7 @@ def stack_env(stack_images: StackImages, tmp_path: Path) -> Iterator[dict[str, s
         "IVAGATE_ENV_FILE": str(settings),
         "COMPOSE_FILE": f"docker-compose.yml:{STAND_IN}",
         "COMPOSE_PROJECT_NAME": f"ivagate-stack-{SESSION}",
-        "IVAGATE_FREESWITCH_IMAGE": stack_images.control,
+        "IVAGATE_FREESWITCH_IMAGE": stack_images.kit,
         "IVAGATE_NET_PREFIX": free_net_prefix(),
         "IVAGATE_SIP_PORT": str(free_port()),
         "IVAGATE_TLS_PORT": str(free_port()),

@@ -1,7 +1,7 @@
 """The edge image alone, in front of stand-in media nodes, called by the RingCX emulator.
 
 Every call goes container to container on the suite's private network: emulator -> edge
-(Kamailio, the repository's kamailio/ tree) -> stand-in media node (``ivagate stand-in``).
+(Kamailio, the repository's kamailio/ tree) -> stand-in media node (``ivagate-kit stand-in``).
 """
 
 from __future__ import annotations
@@ -62,7 +62,7 @@ def failover_nodes(
     stack_images: StackImages, network: Network
 ) -> Iterator[tuple[StandInContainer, StandInContainer]]:
     """Two media nodes of the test's own: the test stops one."""
-    with stand_in_pair(stack_images.control, network, ("media3", "media4")) as nodes:
+    with stand_in_pair(stack_images.kit, network, ("media3", "media4")) as nodes:
         yield nodes
 
 

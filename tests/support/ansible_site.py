@@ -5,12 +5,15 @@ Docker objects are named ``ivagate-ansible-<session>`` and labelled ``ivagate=an
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
 import shutil
 import subprocess
 import sys
+import tarfile
+import tempfile
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +42,7 @@ __all__ = [
     "Target",
     "ansible_env",
     "docker_client",
+    "kit_wheels",
     "snapshot_sources",
 ]
 
@@ -55,6 +59,7 @@ OPERATOR_KEY = (
     "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIC4J8/+59I8X1x6zlv1tMCsvNjpzxtJwSOTYIGhFXesf op@test"
 )
 STAND_IN_PORT = 5090  # inside the target's own network namespace
+_BUILT = shutil.ignore_patterns("__pycache__", "*.egg-info", "build")  # not sources
 RECAP = re.compile(
     r"^(\S+)\s+:\s+ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", re.MULTILINE
 )
@@ -117,6 +122,20 @@ class Site:
         assert code == 0, f"{command} exited {code}: {text}"
         return text
 
+    def install_kit(self, wheels: Path) -> str:
+        """Installs the conformance kit from ``wheels`` (``kit_wheels``) in a virtualenv of its
+        own on the target, as an operator would beside a node; returns its ``ivagate-kit``."""
+        archive = io.BytesIO()
+        with tarfile.open(fileobj=archive, mode="w") as tar:
+            tar.add(wheels, arcname="ivagate-kit-wheels")
+        self.target.container.put_archive("/opt", archive.getvalue())
+        self.exec("python3", "-m", "venv", "/opt/ivagate-kit")
+        self.exec(
+            "/opt/ivagate-kit/bin/pip", "install", "--quiet", "--no-index",
+            "--find-links", "/opt/ivagate-kit-wheels", "ivagate-kit",
+        )  # fmt: skip
+        return "/opt/ivagate-kit/bin/ivagate-kit"
+
 
 def ansible_env() -> dict[str, str]:
     env = dict(os.environ)
@@ -138,11 +157,27 @@ def docker_client() -> docker.DockerClient:
     return client
 
 
+def kit_wheels(into: Path) -> Path:
+    """The kit's wheel and its dependencies' (``scripts/fetch-wheels``) in ``into``, built
+    without an index: the controller role ships no kit, so the test brings its own."""
+    subprocess.run([REPO / "scripts" / "fetch-wheels"], check=True, capture_output=True)
+    dependencies = REPO / "run" / "wheels" / "kit"
+    for wheel in dependencies.glob("*.whl"):
+        shutil.copy2(wheel, into)
+    with tempfile.TemporaryDirectory() as scratch:  # pip builds in the tree it is given
+        source = shutil.copytree(REPO / "kit", Path(scratch) / "kit", ignore=_BUILT)
+        subprocess.run(
+            [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-index", "--no-deps",
+             "--find-links", str(dependencies), "--wheel-dir", str(into), str(source)],
+            check=True, capture_output=True,
+        )  # fmt: skip
+    return into
+
+
 def snapshot_sources(into: Path) -> Path:
     """Copies what the roles read, so edits made while the test runs cannot change it."""
-    ignore = shutil.ignore_patterns("__pycache__", "*.egg-info", "build")
     for tree in ("kamailio", "freeswitch", "control"):
-        shutil.copytree(REPO / tree, into / tree, ignore=ignore)
+        shutil.copytree(REPO / tree, into / tree, ignore=_BUILT)
     shutil.copy2(REPO / "pyproject.toml", into / "pyproject.toml")
     return into
 

@@ -27,7 +27,7 @@ from typing import Any
 
 import psutil
 
-from ivagate.emulator.tls import self_signed
+from ivagate_kit.tls import self_signed
 
 __all__ = [
     "CALLER",

@@ -60,10 +60,11 @@ STARTUP_TIMEOUT = 60
 class StackImages:
     kamailio: str
     control: str
+    kit: str
 
 
 def build_images() -> StackImages:
-    """Make the base image and wheels if missing, then build the edge and control images."""
+    """Make the base image and wheels if missing, then build the edge, control and kit images."""
     for script in ("make-base-image", "fetch-wheels"):
         done = subprocess.run(
             [REPO / "scripts" / script], check=False, capture_output=True, text=True
@@ -80,10 +81,13 @@ def build_images() -> StackImages:
         "clean_up": False,  # keep the tag: the next run and `make up` reuse its layers
     }
     kamailio = DockerImage(REPO / "kamailio", tag="ivagate/kamailio:latest", **build).build()
-    control = DockerImage(
-        REPO, dockerfile_path="control/Dockerfile", tag="ivagate/control:latest", **build
-    ).build()
-    return StackImages(kamailio=str(kamailio), control=str(control))
+    control, kit = (
+        DockerImage(
+            REPO, dockerfile_path=f"{name}/Dockerfile", tag=f"ivagate/{name}:latest", **build
+        )
+        for name in ("control", "kit")
+    )
+    return StackImages(kamailio=str(kamailio), control=str(control.build()), kit=str(kit.build()))
 
 
 def private_network() -> Network:
@@ -184,7 +188,7 @@ class EdgeContainer(StackContainer):
 
 
 class StandInContainer(StackContainer):
-    """``ivagate stand-in`` from the control image: a scripted media node on UDP port 5080.
+    """``ivagate-kit stand-in`` from the kit image: a scripted media node on UDP port 5080.
 
     Each call gets one INFO naming the node (``{"node": role}``), then the final intent.
     """
@@ -195,7 +199,7 @@ class StandInContainer(StackContainer):
         info_args = " ".join(f"--info {shlex.quote(info)}" for info in infos)
         # Listen on the container's own address: it is what the Contact header must carry.
         self.shell(
-            f'exec ivagate stand-in --listen "$(hostname -i):{NODE_PORT}" --transport udp '
+            f'exec ivagate-kit stand-in --listen "$(hostname -i):{NODE_PORT}" --transport udp '
             f"--info-interval 0.3 {info_args}"
         )
         self.waiting_for(
@@ -221,7 +225,7 @@ def stand_in_pair(
 
 @dataclass(frozen=True)
 class EmulatorRun:
-    """One ``ivagate emulate --json`` run: its exit status and its report."""
+    """One ``ivagate-kit emulate --json`` run: its exit status and its report."""
 
     exit_code: int
     report: dict[str, Any]
@@ -239,7 +243,7 @@ class EmulatorRun:
 
 
 class EmulatorContainer(StackContainer):
-    """An idle container of the control image from which ``ivagate emulate`` places calls.
+    """An idle container of the kit image from which ``ivagate-kit emulate`` places calls.
 
     Its address is the call's source address, so a second one is a second caller.
     """
@@ -251,7 +255,7 @@ class EmulatorContainer(StackContainer):
 
     def call(self, target: str, transport: str, *options: str) -> EmulatorRun:
         """Place one call to ``target`` and return the emulator's report."""
-        command = ["ivagate", "emulate", target, "--transport", transport, "--json"]
+        command = ["ivagate-kit", "emulate", target, "--transport", transport, "--json"]
         command += ["--local-host", self.ip, *options]
         exit_code, (stdout, stderr) = self.get_wrapped_container().exec_run(command, demux=True)
         text = (stdout or b"").decode()

@@ -1,6 +1,8 @@
-"""Command lines: ``ivagate emulate`` (place calls, print the report) and ``ivagate stand-in``.
+"""Command lines: ``emulate`` (place calls, print the report) and ``stand-in`` (a media node).
 
-``emulate`` exits 0 when every check of every call passed, 1 when one failed, 2 on bad usage.
+Both run as ``ivagate-kit <command>`` and, with the controller installed, ``ivagate <command>``
+(entry points of the group ``ivagate.commands``). ``emulate`` exits 0 when every check of every
+call passed, 1 when one failed, 2 on bad usage.
 """
 
 from __future__ import annotations
@@ -11,14 +13,15 @@ import contextlib
 import json
 import signal
 import socket
+from collections.abc import Callable
 from typing import Any
 
-from ivagate.emulator.load import run_load, summarize
-from ivagate.emulator.media_node import MediaNode, NodeScript
-from ivagate.emulator.plan import ByePolicy, CallPlan
-from ivagate.emulator.uac import run_call
+from ivagate_kit.load import run_load, summarize
+from ivagate_kit.media_node import MediaNode, NodeScript
+from ivagate_kit.plan import ByePolicy, CallPlan
+from ivagate_kit.uac import run_call
 
-__all__ = ["main", "stand_in_main"]
+__all__ = ["COMMANDS", "main", "run", "stand_in_main"]
 
 
 def _bye(text: str) -> ByePolicy:
@@ -195,3 +198,18 @@ async def _serve(node: MediaNode) -> None:
     async with node:
         print(f"stand-in media node on {node.transport} {node.host}:{node.port}", flush=True)
         await stop.wait()
+
+
+COMMANDS: dict[str, Callable[[list[str] | None], int]] = {
+    "emulate": main,
+    "stand-in": stand_in_main,
+}
+
+
+def run(argv: list[str] | None = None) -> int:
+    """``ivagate-kit emulate|stand-in ...``: the command's own exit status."""
+    parser = argparse.ArgumentParser(prog="ivagate-kit", description="The RingCX conformance kit.")
+    parser.add_argument("command", choices=COMMANDS, help="'ivagate-kit COMMAND --help' for more")
+    parser.add_argument("args", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+    options = parser.parse_args(argv)
+    return COMMANDS[options.command](options.args)

@@ -6,9 +6,9 @@ import asyncio
 from collections import Counter
 from dataclasses import dataclass
 
-from ivagate.emulator.plan import CallPlan
-from ivagate.emulator.report import CallReport
-from ivagate.emulator.uac import run_call
+from ivagate_kit.plan import CallPlan
+from ivagate_kit.report import CallReport
+from ivagate_kit.uac import run_call
 
 __all__ = ["LoadSummary", "run_load", "summarize"]
 

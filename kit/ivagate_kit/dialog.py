@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ivagate.emulator.sipmsg import NameAddr, SipMessage, SipUri, new_branch
-from ivagate.emulator.transport import Address, TransportName
+from ivagate_kit.sipmsg import NameAddr, SipMessage, SipUri, new_branch
+from ivagate_kit.transport import Address, TransportName
 
 __all__ = ["USER_AGENT", "Dialog", "via_value"]
 

@@ -12,8 +12,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from ivagate.emulator.sipmsg import SipError, SipMessage
-from ivagate.emulator.transport import PING, Link
+from ivagate_kit.sipmsg import SipError, SipMessage
+from ivagate_kit.transport import PING, Link
 
 __all__ = ["T1", "T2", "Agent", "Trace"]
 

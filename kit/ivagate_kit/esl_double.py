@@ -1,8 +1,9 @@
 """An ESL test double: a real TCP server playing FreeSWITCH 1.10.12's inbound event socket.
 
-Every byte it sends comes from the recordings in ``tests/fixtures/freeswitch-1.10.12/esl``,
-with the recorded channel UUID, Job-UUID / Application-UUID, DID, Call-ID, caller and event
-timestamp substituted and the Content-Length headers recomputed. The frame is chosen by the
+Every byte it sends comes from the ESL recordings of FreeSWITCH 1.10.12 in the directory the
+caller names (the repository's ``tests/fixtures/freeswitch-1.10.12/esl``, format in its
+README), with the recorded channel UUID, Job-UUID / Application-UUID, DID, Call-ID, caller and
+event timestamp substituted and the Content-Length headers recomputed. The frame is chosen by the
 command received, and the double tracks each channel's state, so e.g. ``uuid_send_info`` after
 hangup gets the recorded ``-ERR Operation Failed``.
 
@@ -11,7 +12,7 @@ it, and each is listed in the controller's report so it can be recorded from a r
 
 Driving calls (tests and ``benchmarks/controller.py``)::
 
-    double = EslDouble(password="secret"); await double.start()   # double.port
+    double = EslDouble(recordings, password="secret"); await double.start()   # double.port
     uuid = await double.park(did="15550001000", headers={"X-Bot-Id": "demo"}, digits="1")
     await double.caller_hangup(uuid)       # RingCX's BYE
     await double.drop()                    # the Event Socket connection breaks
@@ -23,6 +24,7 @@ Driving calls (tests and ``benchmarks/controller.py``)::
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import re
 import time
@@ -33,14 +35,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import quote
 
-__all__ = ["FIXTURES", "Channel", "EslDouble", "load_recording"]
-
-FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "freeswitch-1.10.12"
+__all__ = ["Channel", "EslDouble", "load_recording"]
 
 
-def load_recording(name: str) -> list[tuple[str, bytes]]:
-    """A recording as (``>>>`` or ``<<<``, frame bytes) in order (format: fixtures README)."""
-    data = (FIXTURES / "esl" / name).read_bytes()
+def load_recording(recordings: Path, name: str) -> list[tuple[str, bytes]]:
+    """Recording ``name`` of ``recordings`` as (``>>>`` or ``<<<``, frame bytes) in order."""
+    data = (recordings / name).read_bytes()
     frames: list[tuple[str, bytes]] = []
     at = 0
     while at < len(data):
@@ -72,8 +72,8 @@ def _unquote(text: str) -> str:
 class _Recorded:
     """The frames the double replays, picked once from the recordings."""
 
-    def __init__(self) -> None:
-        media = load_recording("inbound-media.esl")
+    def __init__(self, recordings: Path) -> None:
+        media = load_recording(recordings, "inbound-media.esl")
         received = [frame for direction, frame in media if direction == "<<<"]
         self.auth_request = received[0]
         self.auth_ok = received[1]
@@ -88,21 +88,25 @@ class _Recorded:
         self.sendmsg_ok = next(
             f for d, f in media if d == "<<<" and f.endswith(b"Reply-Text: +OK\n\n")
         )
-        bot = load_recording("inbound-bot-hangup.esl")
+        bot = load_recording(recordings, "inbound-bot-hangup.esl")
         self.api_response = next(f for d, f in bot if d == "<<<" and b"api/response" in f)
         # a playback that ran to its end (outbound recording: same plain event format)
-        self.playback_done = self._app_done(load_recording("outbound-call-srtp.esl"), "playback")
-        caller = load_recording("inbound-caller-hangup.esl")
+        self.playback_done = self._app_done(
+            load_recording(recordings, "outbound-call-srtp.esl"), "playback"
+        )
+        caller = load_recording(recordings, "inbound-caller-hangup.esl")
         self.cut_done = self._app_done(caller, "playback")  # PLAYBACK ERROR: the BYE cut it
         self.caller_park_done = self._app_done(caller, "park")
         self.caller_hangup = self._event(caller, "CHANNEL_HANGUP_COMPLETE")
         self.kill_park_done = self._app_done(bot, "park")
         self.kill_hangup = self._event(bot, "CHANNEL_HANGUP_COMPLETE")
-        reject = load_recording("inbound-reject.esl")
+        reject = load_recording(recordings, "inbound-reject.esl")
         self.respond_done = self._app_done(reject, "respond")
         self.reject_park_done = self._app_done(reject, "park")
         self.reject_hangup = self._event(reject, "CHANNEL_HANGUP_COMPLETE")
-        listing = next(f for d, f in load_recording("inbound-channels.esl") if b'"row_count"' in f)
+        listing = next(
+            f for d, f in load_recording(recordings, "inbound-channels.esl") if b'"row_count"' in f
+        )
         rows = json.loads(_split(listing)[1])["rows"]
         self.channel_row = next(row for row in rows if row.get("application") == "park")
 
@@ -121,14 +125,10 @@ class _Recorded:
         )
 
 
-_RECORDED: _Recorded | None = None
-
-
-def _recorded() -> _Recorded:
-    global _RECORDED  # noqa: PLW0603 - parsed once per test session
-    if _RECORDED is None:
-        _RECORDED = _Recorded()
-    return _RECORDED
+@functools.cache
+def _recorded(recordings: Path) -> _Recorded:
+    """The frames of ``recordings``, parsed once per directory and process."""
+    return _Recorded(recordings)
 
 
 @dataclass
@@ -157,9 +157,14 @@ def _encode(value: str) -> str:
 
 
 class EslDouble:
-    """The server. One instance per test; ``port`` is picked by the OS."""
+    """The server. One instance per test; ``port`` is picked by the OS.
 
-    def __init__(self, password: str = "test-secret", media_seconds: float = 0.01) -> None:
+    ``recordings`` is the directory of ``.esl`` recordings every frame comes from.
+    """
+
+    def __init__(
+        self, recordings: Path, password: str = "test-secret", media_seconds: float = 0.01
+    ) -> None:
         self.password = password
         self.media_seconds = media_seconds
         self.port = 0
@@ -179,7 +184,7 @@ class EslDouble:
         # the event names each connection subscribed to (``event plain ...``): FreeSWITCH
         # sends a connection only those
         self._subscribed: dict[asyncio.StreamWriter, set[str]] = {}
-        self._rec = _recorded()
+        self._rec = _recorded(recordings)
 
     # -- lifecycle ---------------------------------------------------------------------
 

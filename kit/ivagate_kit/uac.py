@@ -14,14 +14,14 @@ import secrets
 import ssl
 import time
 
-from ivagate.emulator.agent import Agent
-from ivagate.emulator.dialog import USER_AGENT, Dialog, via_value
-from ivagate.emulator.plan import CallPlan
-from ivagate.emulator.report import CallReport, ReceivedInfo
-from ivagate.emulator.sdp import answer_problems, build_offer
-from ivagate.emulator.sipmsg import SipMessage, new_tag
-from ivagate.emulator.tls import client_context
-from ivagate.emulator.transport import PING, Link, Listener, close_link, connect, listen
+from ivagate_kit.agent import Agent
+from ivagate_kit.dialog import USER_AGENT, Dialog, via_value
+from ivagate_kit.plan import CallPlan
+from ivagate_kit.report import CallReport, ReceivedInfo
+from ivagate_kit.sdp import answer_problems, build_offer
+from ivagate_kit.sipmsg import SipMessage, new_tag
+from ivagate_kit.tls import client_context
+from ivagate_kit.transport import PING, Link, Listener, close_link, connect, listen
 
 __all__ = ["run_call"]
 

@@ -18,12 +18,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from ivagate.emulator.agent import T1, T2, Agent, Trace
-from ivagate.emulator.dialog import Dialog
-from ivagate.emulator.sdp import build_answer
-from ivagate.emulator.sipmsg import SipMessage, new_tag
-from ivagate.emulator.tls import client_context, server_context
-from ivagate.emulator.transport import (
+from ivagate_kit.agent import T1, T2, Agent, Trace
+from ivagate_kit.dialog import Dialog
+from ivagate_kit.sdp import build_answer
+from ivagate_kit.sipmsg import SipMessage, new_tag
+from ivagate_kit.tls import client_context, server_context
+from ivagate_kit.transport import (
     Address,
     Link,
     Listener,

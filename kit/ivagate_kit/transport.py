@@ -14,7 +14,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Literal, Protocol, cast
 
-from ivagate.emulator.sipmsg import SipError, SipMessage
+from ivagate_kit.sipmsg import SipError, SipMessage
 
 __all__ = [
     "PING",

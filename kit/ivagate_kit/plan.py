@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal, get_args
 
-from ivagate.emulator.transport import Address, TransportName
+from ivagate_kit.transport import Address, TransportName
 
 __all__ = ["ByePolicy", "CallPlan"]
 
