@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterator, Mapping
 
 import pytest
-from fs_node import LIVE_SKIP_REASON, LiveNode, live_freeswitch
+from fs_node import LiveNode, live_freeswitch
 from fs_tree import SITE_ENV, Assembly, assemble
+
+from support.freeswitch import SKIP_REASON, find_binary, find_image
 
 
 @pytest.fixture
@@ -24,9 +25,9 @@ def tree() -> Callable[..., Assembly]:
 @pytest.fixture(scope="module")
 def live_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveNode]:
     """A real FreeSWITCH for the module's tests, or a skip saying how to provide one."""
-    binary = os.environ.get("IVAGATE_TEST_FREESWITCH_BIN")
-    image = os.environ.get("IVAGATE_TEST_FREESWITCH_IMAGE")
+    binary = find_binary()
+    image = None if binary else find_image()
     if not (binary or image):
-        pytest.skip(LIVE_SKIP_REASON)
+        pytest.skip(SKIP_REASON)
     with live_freeswitch(binary, image, tmp_path_factory.mktemp("freeswitch")) as node:
         yield node

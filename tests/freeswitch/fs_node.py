@@ -1,8 +1,8 @@
 """A real FreeSWITCH on this tree for the live tests, started the way production starts it.
 
-``entrypoint.sh`` runs either the binary named by IVAGATE_TEST_FREESWITCH_BIN or, with the tree
-mounted, the image named by IVAGATE_TEST_FREESWITCH_IMAGE (host network, as beside a
-controller). The node gets a random 127.x address and free ports, so parallel tests never clash.
+``entrypoint.sh`` runs either a FreeSWITCH binary or, with the tree mounted, a FreeSWITCH image
+(host network, as beside a controller): ``support.freeswitch`` finds them. The node gets a
+random 127.x address and free ports, so parallel tests never clash.
 """
 
 from __future__ import annotations
@@ -21,13 +21,7 @@ from pathlib import Path
 from fs_tree import CONF_DIR
 from testcontainers.core.container import DockerContainer
 
-__all__ = ["LIVE_SKIP_REASON", "LiveNode", "live_freeswitch"]
-
-LIVE_SKIP_REASON = (
-    "needs a real FreeSWITCH 1.10: set IVAGATE_TEST_FREESWITCH_BIN (a freeswitch binary with "
-    "the modules of freeswitch/autoload_configs/modules.conf.xml) or IVAGATE_TEST_FREESWITCH_IMAGE "
-    "(a Docker image with freeswitch on PATH, e.g. one built from freeswitch/Dockerfile)"
-)
+__all__ = ["LiveNode", "live_freeswitch"]
 
 
 @dataclass
@@ -102,8 +96,8 @@ def run_image(image: str, env: dict[str, str], esl_port: int, log_dir: Path) -> 
             network_mode="host",  # loopback addresses, as beside a real controller
             entrypoint=["/etc/ivagate/freeswitch/entrypoint.sh"],
             labels={"ivagate.component": "freeswitch"},
-            name=f"ivagate-freeswitch-test-{secrets.token_hex(4)}",
         )
+        .with_name(f"ivagate-freeswitch-test-{secrets.token_hex(4)}")
     )
     for key, value in env.items():
         container = container.with_env(key, value)

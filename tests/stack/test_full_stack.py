@@ -1,18 +1,17 @@
 """The whole stack: emulator -> edge -> FreeSWITCH with its controller and the demo bot.
 
-FreeSWITCH cannot be installed from Debian's packages, so this module runs only when
-IVAGATE_TEST_FREESWITCH_IMAGE names a FreeSWITCH image (built from freeswitch/Dockerfile, or
-an operator's own); it runs the repository's freeswitch/ tree in it.
+It runs whenever a real FreeSWITCH is found (``support.freeswitch``: an image, or a binary
+packaged into one), with the repository's freeswitch/ tree mounted in it.
 """
 
 from __future__ import annotations
 
-import os
 import secrets
 from collections.abc import Iterator
 
 import pytest
 from testcontainers.core.network import Network
+from tests.support.freeswitch import SKIP_REASON, find_image
 from tests.support.stack import (
     ControllerContainer,
     EdgeContainer,
@@ -22,32 +21,27 @@ from tests.support.stack import (
     network_subnet,
 )
 
-FREESWITCH_IMAGE = os.environ.get("IVAGATE_TEST_FREESWITCH_IMAGE", "")
+pytestmark = [pytest.mark.docker, pytest.mark.freeswitch]
 
-pytestmark = [
-    pytest.mark.docker,
-    pytest.mark.freeswitch,
-    pytest.mark.skipif(
-        not FREESWITCH_IMAGE,
-        reason=(
-            "the whole stack needs FreeSWITCH, which no Debian package provides: set "
-            "IVAGATE_TEST_FREESWITCH_IMAGE to a FreeSWITCH 1.10 image (built from "
-            "freeswitch/Dockerfile with a SignalWire token, or any image with freeswitch on PATH)"
-        ),
-    ),
-]
+
+@pytest.fixture(scope="module")
+def freeswitch_image() -> str:
+    image = find_image()
+    if image is None:
+        pytest.skip(SKIP_REASON)
+    return image
 
 
 @pytest.fixture(scope="module")
 def full_edge(
-    stack_images: StackImages, network: Network, caller: EmulatorContainer
+    stack_images: StackImages, network: Network, caller: EmulatorContainer, freeswitch_image: str
 ) -> Iterator[EdgeContainer]:
     """FreeSWITCH on the repository's tree, its controller beside it, and an edge in front."""
     password = secrets.token_hex(16)
     # The edge's address is not known before the node starts: trust the suite's own network.
     with (
         FreeSwitchContainer(
-            FREESWITCH_IMAGE, network, edge_cidr=network_subnet(network), esl_password=password
+            freeswitch_image, network, edge_cidr=network_subnet(network), esl_password=password
         ) as node,
         ControllerContainer(stack_images.control, node, password),
         EdgeContainer(
