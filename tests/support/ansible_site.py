@@ -5,12 +5,14 @@ Docker objects are named ``ivagate-ansible-<session>`` and labelled ``ivagate=an
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
 import shutil
 import subprocess
 import sys
+import tarfile
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +41,7 @@ __all__ = [
     "Target",
     "ansible_env",
     "docker_client",
+    "serve_esl_double",
     "snapshot_sources",
 ]
 
@@ -55,6 +58,8 @@ OPERATOR_KEY = (
     "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIC4J8/+59I8X1x6zlv1tMCsvNjpzxtJwSOTYIGhFXesf op@test"
 )
 STAND_IN_PORT = 5090  # inside the target's own network namespace
+ESL_PORT = 8021  # the event socket the controller role's settings name
+ESL_DOUBLE_DIR = "/opt/ivagate-test-esl"
 RECAP = re.compile(
     r"^(\S+)\s+:\s+ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", re.MULTILINE
 )
@@ -145,6 +150,33 @@ def snapshot_sources(into: Path) -> Path:
         shutil.copytree(REPO / tree, into / tree, ignore=ignore)
     shutil.copy2(REPO / "pyproject.toml", into / "pyproject.toml")
     return into
+
+
+def serve_esl_double(target: Target) -> None:
+    """Runs the ESL double (tests/support/esl_double.py, FreeSWITCH 1.10.12's recorded
+    event socket) in the target on 127.0.0.1:8021 with the site's password, where the
+    controller the roles install expects FreeSWITCH: a real FreeSWITCH needs a SignalWire
+    token this test does not have."""
+    support = REPO / "tests" / "support"
+    archive = io.BytesIO()
+    with tarfile.open(fileobj=archive, mode="w") as tar:
+        tar.add(support / "esl_double.py", "support/esl_double.py")
+        tar.add(
+            support.parent / "fixtures" / "freeswitch-1.10.12" / "esl",
+            "fixtures/freeswitch-1.10.12/esl",
+        )
+    target.container.exec_run(["mkdir", "-p", ESL_DOUBLE_DIR])
+    assert target.container.put_archive(ESL_DOUBLE_DIR, archive.getvalue())
+    serve = (
+        "import asyncio, sys; sys.path.insert(0, sys.argv[1]); "
+        "from support.esl_double import EslDouble\n"
+        "async def main():\n"
+        "    await EslDouble(password=sys.argv[2]).start(int(sys.argv[3]))\n"
+        "    await asyncio.Event().wait()\n"
+        "asyncio.run(main())"
+    )
+    command = ["python3", "-c", serve, ESL_DOUBLE_DIR, ESL_PASSWORD, str(ESL_PORT)]
+    target.container.exec_run(command, detach=True)
 
 
 @dataclass(frozen=True)
