@@ -38,7 +38,7 @@ __all__ = [
     "OUTSIDER",
     "PROBE",
     "SCENARIOS",
-    "ContactSpy",
+    "ConnectionSpy",
     "Edge",
     "EdgeSetup",
     "SippRun",
@@ -277,11 +277,15 @@ class Edge:
         self.stop()
 
 
-class ContactSpy:
-    """A TCP listener on the caller's Contact address; counts every connection attempt."""
+class ConnectionSpy:
+    """A live TCP listener that accepts and counts every connection attempt: put where the
+    edge must never connect (a caller's Contact, the address of its vanished connection), so
+    a connection attempt is counted instead of being refused unseen."""
 
-    def __init__(self, host: str) -> None:
-        self.sock = socket.create_server((host, 0))
+    def __init__(self, host: str, port: int = 0) -> None:
+        # SO_REUSEADDR (create_server's default here): the address of a connection just
+        # closed may still be in TIME_WAIT
+        self.sock = socket.create_server((host, port))
         self.sock.settimeout(0.1)
         self.port = int(self.sock.getsockname()[1])
         self.attempts: list[tuple[str, int]] = []
