@@ -70,8 +70,8 @@ render() {
 # The allowlist: RingCX's supernets plus IVAGATE_EDGE_ALLOW may call; local health probes
 # may send OPTIONS. The media nodes: IVAGATE_EDGE_MEDIA_NODES.
 write_lists() {
-	# shellcheck disable=SC2046 # one argument per URI
 	render allowlist.address allowlist "$("$conf/render-site" ringcx) ${IVAGATE_EDGE_ALLOW:-}" 127.0.0.1
+	# shellcheck disable=SC2046 # one argument per URI
 	render dispatcher.list dispatcher $(words "${IVAGATE_EDGE_MEDIA_NODES:-sip:127.0.0.1:5080}")
 }
 
