@@ -1,8 +1,8 @@
 #!/bin/bash
 # Start the ivagate edge (Kamailio) in a container from IVAGATE_EDGE_* environment variables.
 #   ivagate-edge [run]     Kamailio in the foreground (the container's main process)
-#   ivagate-edge reload    re-read allowlist.address and the media nodes without a restart
-#                          (after editing kamailio/allowlist.address or dispatcher.list)
+#   ivagate-edge reload    re-read the allowlist and the media nodes without a restart
+#                          (after editing kamailio/ringcx-networks)
 #   ivagate-edge health    exit 0 while Kamailio answers its control listener
 #   ivagate-edge metrics   the edge's Prometheus metrics (the control listener is loopback-only)
 #   ivagate-edge rpc METHOD [PARAMS_JSON]   Kamailio's JSON-RPC, e.g. `rpc dispatcher.list`
@@ -16,21 +16,26 @@
 #                             tls.crt and tls.key; when both are missing, a self-signed pair
 #                             for IVAGATE_EDGE_TLS_NAME (default: the hostname) is made there
 #   IVAGATE_EDGE_TLS_CLIENT_VERIFY  "true": TLS callers need a certificate signed by ca.crt
+#                             (render-site tls --client-verify)
 #   IVAGATE_EDGE_ADVERTISE    address put in Via/Record-Route when the edge is behind NAT
 #   IVAGATE_EDGE_ALLOW        extra sources allowed to send calls, as RingCX is: addresses or
-#                             CIDRs, separated by spaces or commas (added to allowlist.address)
-#   IVAGATE_EDGE_MEDIA_NODES  media-node SIP URIs, separated by spaces or commas; replaces the
-#                             entries of dispatcher.list (sip:10.0.0.7:5080)
+#                             CIDRs, separated by spaces or commas (added to RingCX's supernets,
+#                             kamailio/ringcx-networks)
+#   IVAGATE_EDGE_MEDIA_NODES  media-node SIP URIs, separated by spaces or commas, in priority
+#                             order (sip:127.0.0.1:5080)
 #   IVAGATE_EDGE_DEFINES      more kamailio.cfg switches, e.g. "WITH_DEBUG TESTING"
 #   IVAGATE_EDGE_SHM_MB       shared memory, MB (256: Kamailio's 64 runs out at a few hundred
 #                             calls/s; see kamailio/README.md "Tuning")
 #   IVAGATE_EDGE_PKG_MB       private memory per process, MB (8)
 #   IVAGATE_EDGE_CONF_DIR     the config tree (/etc/ivagate/kamailio)
+#
+# The allowlist, the dispatcher list and the TLS profiles are written by the tree's
+# render-site (the one renderer the Ansible role and the tests use too) into $state.
 set -euo pipefail
 
 conf=${IVAGATE_EDGE_CONF_DIR:-/etc/ivagate/kamailio}
 tls_dir=/etc/ivagate/edge # fixed: the shipped tls.cfg names it
-state=/run/ivagate-edge   # the files Kamailio reads: the tree's, plus this site's entries
+state=/run/ivagate-edge   # the site files render-site writes for Kamailio
 http_port=8060
 
 fail() {
@@ -54,31 +59,20 @@ request() {
 
 rpc() { request POST /RPC "{\"jsonrpc\":\"2.0\",\"method\":\"$1\",\"params\":${2:-[]},\"id\":1}"; }
 
-# The allowlist: the tree's file (RingCX's supernets) plus IVAGATE_EDGE_ALLOW, in group 1.
-write_allowlist() {
-	local source
-	{
-		cat "$conf/allowlist.address"
-		for source in $(words "${IVAGATE_EDGE_ALLOW:-}"); do
-			[[ $source == */* ]] || source="$source/32"
-			echo "1 ${source%/*} ${source#*/} 0 site"
-		done
-	} >"$state/allowlist.address.new"
-	mv "$state/allowlist.address.new" "$state/allowlist.address"
+# render FILE ARGS...: $state/FILE from `render-site ARGS...`, replaced in one step.
+render() {
+	local file=$state/$1
+	shift
+	"$conf/render-site" "$@" >"$file.new"
+	mv "$file.new" "$file"
 }
 
-# The media nodes: the tree's dispatcher.list, or set 1 made from IVAGATE_EDGE_MEDIA_NODES.
-write_dispatcher() {
-	local uri n=0
-	if [ -z "${IVAGATE_EDGE_MEDIA_NODES:-}" ]; then
-		cp "$conf/dispatcher.list" "$state/dispatcher.list.new"
-	else
-		for uri in $(words "$IVAGATE_EDGE_MEDIA_NODES"); do
-			n=$((n + 1))
-			echo "1 $uri 0 0 duid=media$n"
-		done >"$state/dispatcher.list.new"
-	fi
-	mv "$state/dispatcher.list.new" "$state/dispatcher.list"
+# The allowlist: RingCX's supernets plus IVAGATE_EDGE_ALLOW may call; local health probes
+# may send OPTIONS. The media nodes: IVAGATE_EDGE_MEDIA_NODES.
+write_lists() {
+	render allowlist.address allowlist "$("$conf/render-site" ringcx) ${IVAGATE_EDGE_ALLOW:-}" 127.0.0.1
+	# shellcheck disable=SC2046 # one argument per URI
+	render dispatcher.list dispatcher $(words "${IVAGATE_EDGE_MEDIA_NODES:-sip:127.0.0.1:5080}")
 }
 
 # A self-signed certificate when the operator gave none, so TLS works on first run.
@@ -103,21 +97,22 @@ run() {
 		-A "ALLOWLIST_FILE=\"$state/allowlist.address\""
 		-A "DISPATCHER_LIST=\"$state/dispatcher.list\"")
 	mkdir -p "$state"
-	write_allowlist
-	write_dispatcher
+	write_lists
 	if [ "${IVAGATE_EDGE_TLS:-true}" != false ]; then
 		ensure_certificate
-		defines+=(-A WITH_TLS)
+		local verify=()
 		if [ "${IVAGATE_EDGE_TLS_CLIENT_VERIFY:-false}" = true ]; then
 			[ -r "$tls_dir/ca.crt" ] || fail "IVAGATE_EDGE_TLS_CLIENT_VERIFY needs $tls_dir/ca.crt"
-			defines+=(-A WITH_TLS_CLIENT_VERIFY)
+			verify=(--client-verify)
 		fi
+		render tls.cfg tls "${verify[@]}"
+		defines+=(-A WITH_TLS -A "TLS_CONFIG=\"$state/tls.cfg\"")
 	fi
 	[ -z "${IVAGATE_EDGE_ADVERTISE:-}" ] || defines+=(-A "ADVERTISE_ADDR=$IVAGATE_EDGE_ADVERTISE")
 	for define in $(words "${IVAGATE_EDGE_DEFINES:-}"); do
 		defines+=(-A "$define")
 	done
-	# Relative names in kamailio.cfg (tls.cfg, kamailio-local.cfg) are found from here.
+	# Relative names in kamailio.cfg (kamailio-local.cfg) are found from here.
 	cd "$conf"
 	# -DD: foreground as the container's main process; -E: log to stderr (docker logs).
 	# -x/-X tlsf: the TLSF allocator halves the CPU per call of Debian's default (README "Tuning").
@@ -128,8 +123,7 @@ run() {
 case "${1:-run}" in
 run) run ;;
 reload)
-	write_allowlist
-	write_dispatcher
+	write_lists
 	rpc permissions.addressReload
 	rpc dispatcher.reload
 	echo

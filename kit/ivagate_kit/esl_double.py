@@ -188,9 +188,10 @@ class EslDouble:
 
     # -- lifecycle ---------------------------------------------------------------------
 
-    async def start(self) -> None:
+    async def start(self, port: int = 0) -> None:
+        """Listen on 127.0.0.1, on ``port`` (0: one the OS picks)."""
         # a large limit: one command may carry a multi-megabyte INFO body
-        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0, limit=1 << 24)
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", port, limit=1 << 24)
         self.port = self._server.sockets[0].getsockname()[1]
 
     async def stop(self) -> None:

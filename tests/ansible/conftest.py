@@ -28,6 +28,7 @@ from tests.support.ansible_site import (
     Site,
     Target,
     docker_client,
+    serve_esl_double,
     snapshot_sources,
 )
 
@@ -112,6 +113,7 @@ def site(target: Target, tmp_path_factory: pytest.TempPathFactory) -> Site:
         "kamailio_media_nodes": [
             {"address": target.media_address, "port": STAND_IN_PORT, "name": "stand-in"}
         ],
+        "kamailio_tls_self_signed_demo": True,
         "kamailio_tls_self_signed_name": "edge.ivagate.test",
         "freeswitch_esl_password": ESL_PASSWORD,
         "controller_esl_password": ESL_PASSWORD,
@@ -134,7 +136,9 @@ def site(target: Target, tmp_path_factory: pytest.TempPathFactory) -> Site:
 
 @pytest.fixture(scope="module")
 def applied(site: Site) -> Applied:
-    """site.yml applied twice to the fresh target, FreeSWITCH left out (no token here)."""
+    """site.yml applied twice to the fresh target, FreeSWITCH left out (no token here): the
+    ESL double stands where the controller expects FreeSWITCH's event socket."""
+    serve_esl_double(site.target)
     first = site.play("--skip-tags", "freeswitch", name="apply-1")
     assert first.returncode == 0, first.output[-5000:]
     second = site.play("--skip-tags", "freeswitch", name="apply-2")

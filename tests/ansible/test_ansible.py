@@ -5,6 +5,7 @@ they provisioned, an allowlist update reloaded over RPC, and the FreeSWITCH role
 from __future__ import annotations
 
 import json
+import secrets
 import socket
 import subprocess
 import time
@@ -78,6 +79,34 @@ def test_check_mode_changes_nothing(applied: Applied, site: Site) -> None:
     run = site.play("--check", "--skip-tags", "freeswitch", name="check")
     assert run.returncode == 0, run.output[-5000:]
     assert (run.changed, run.failed) == (0, 0), run.output
+
+
+@pytest.mark.docker
+def test_check_diff_never_prints_a_secret(applied: Applied, site: Site) -> None:
+    """--check --diff with new secrets predicts the changed files without showing the secrets."""
+    password, token = secrets.token_hex(8), secrets.token_hex(8)
+    extra = {
+        "freeswitch_esl_password": password,
+        "controller_esl_password": password,
+        "controller_api_token": token,
+    }
+    # one play each: the freeswitch role stops at its install step (no token), after its
+    # config tasks, and would take the controller role with it
+    for role in ("freeswitch", "controller"):
+        run = site.play("--check", "--diff", "--tags", role, extra=extra, name=f"diff-{role}")
+        assert run.changed >= 1, run.output  # the file holding the secret would change
+        assert password not in run.output and token not in run.output, run.output
+
+
+@pytest.mark.docker
+def test_edge_without_certificate_is_refused_unless_demo(applied: Applied, site: Site) -> None:
+    """Without a certificate and without the demo switch, the kamailio role stops at once."""
+    run = site.play(
+        "--tags", "kamailio", extra={"kamailio_tls_self_signed_demo": False}, name="no-cert"
+    )
+    assert run.returncode != 0 and run.failed == 1, run.output
+    assert "kamailio_tls_certificate or kamailio_tls_private_key is empty" in run.output
+    assert run.changed == 0, run.output
 
 
 def kamailio_rpc(site: Site, method: str, *params: object) -> object:
@@ -156,12 +185,24 @@ def test_controller_runs_on_inventory_settings(applied: Applied, site: Site) -> 
     assert f'"token" = "{API_TOKEN}"' in settings
     mode = site.exec("stat", "-c", "%a %U:%G", "/etc/ivagate/controller.toml").strip()
     assert mode == "640 root:ivagate"
-    health = site.exec(
-        "python3",
-        "-c",
-        "import urllib.request as u; print(u.urlopen('http://127.0.0.1:8088/healthz').status)",
+    assert "default_bot" not in settings  # no default bot unless the site names one
+
+
+@pytest.mark.docker
+def test_controller_is_ready_on_freeswitchs_event_socket(applied: Applied, site: Site) -> None:
+    """/readyz answers 200 once the controller is logged in to the event socket with the
+    inventory's password (here the ESL double, standing where FreeSWITCH would)."""
+    probe = (
+        "import json, time, urllib.request as u, urllib.error as e\n"
+        "for _ in range(60):\n"
+        "    try:\n"
+        "        print(json.dumps(json.load(u.urlopen('http://127.0.0.1:8088/readyz')))); break\n"
+        "    except e.HTTPError as answer:\n"
+        "        last = answer.read().decode(); time.sleep(0.5)\n"
+        "else:\n"
+        "    print(last)"
     )
-    assert health.strip() == "200"
+    assert json.loads(site.exec("python3", "-c", probe)) == {"ready": True, "esl_connected": True}
 
 
 @pytest.mark.docker

@@ -195,6 +195,13 @@ def test_node_not_ready_answers_503_at_once(tree: Tree, ready: str | None) -> No
     assert "ivagate_ready" not in tree().variables, "vars.xml must not make a node ready"
 
 
+# Both AES_CM_128 suites RingCX's SBCs may offer, colon-separated as FreeSWITCH parses them
+MANDATORY = (
+    "set",
+    "rtp_secure_media_inbound=mandatory:AES_CM_128_HMAC_SHA1_80:AES_CM_128_HMAC_SHA1_32",
+)
+
+
 @pytest.mark.parametrize(
     ("transport", "switch", "required"),
     [("tls", None, True), ("tls", "false", False), ("udp", None, False), ("tcp", "true", False)],
@@ -206,11 +213,21 @@ def test_srtp_required_only_on_tls_calls(
     assembly = tree({"IVAGATE_FS_SRTP_REQUIRED_ON_TLS": switch})
     channel = {"ivagate_ready": "true", "sip_h_X-Edge-Transport": transport}
     steps = run_dialplan(assembly, "ivagate", channel)
-    mandatory = ("set", "rtp_secure_media_inbound=mandatory:AES_CM_128_HMAC_SHA1_80")
-    assert (mandatory in steps) is required
+    assert (MANDATORY in steps) is required
     assert steps[-1] == ("park", "")
     if required:
-        assert steps.index(mandatory) < steps.index(("park", ""))
+        assert steps.index(MANDATORY) < steps.index(("park", ""))
+
+
+def test_srtp_suites_are_a_site_value(tree: Tree) -> None:
+    """IVAGATE_FS_SRTP_SUITES replaces the suites a TLS call must use."""
+    assembly = tree({"IVAGATE_FS_SRTP_SUITES": "AEAD_AES_256_GCM_8:AES_CM_128_HMAC_SHA1_80"})
+    channel = {"ivagate_ready": "true", "sip_h_X-Edge-Transport": "tls"}
+    steps = run_dialplan(assembly, "ivagate", channel)
+    assert (
+        "set",
+        "rtp_secure_media_inbound=mandatory:AEAD_AES_256_GCM_8:AES_CM_128_HMAC_SHA1_80",
+    ) in steps
 
 
 def test_no_park_timeout_anywhere() -> None:

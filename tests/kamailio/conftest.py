@@ -1,4 +1,4 @@
-"""Fixtures for the edge tests: certificates, a started edge, a Contact spy.
+"""Fixtures for the edge tests: certificates, a started edge, a spy on the caller's Contact.
 
 Addresses are in tests/support/edge.py (RingCX and media nodes must differ by IP).
 """
@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from tests.support.edge import (
     CALLER,
-    ContactSpy,
+    ConnectionSpy,
     Edge,
     EdgeSetup,
     stop_all_sipp,
@@ -44,8 +44,8 @@ def start_edge(tmp_path: Path, tls_dir: Path) -> Iterator[Callable[..., Edge]]:
 
 
 @pytest.fixture
-def contact_spy() -> Iterator[ContactSpy]:
-    spy = ContactSpy(CALLER)
+def contact_spy() -> Iterator[ConnectionSpy]:
+    spy = ConnectionSpy(CALLER)
     yield spy
     spy.close()
 

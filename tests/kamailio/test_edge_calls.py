@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -10,7 +11,7 @@ import pytest
 from tests.support.edge import (
     CALLER,
     NODE_HOSTS,
-    ContactSpy,
+    ConnectionSpy,
     Edge,
     free_port,
     start_caller,
@@ -60,7 +61,7 @@ def test_udp_call_reaches_node_with_edge_headers(
 
 
 def test_tcp_in_dialog_requests_reuse_callers_connection(
-    start_edge: Callable[..., Edge], tmp_path: Path, contact_spy: ContactSpy
+    start_edge: Callable[..., Edge], tmp_path: Path, contact_spy: ConnectionSpy
 ) -> None:
     """TCP: node INFOs and BYE ride the caller's connection; its Contact is never dialled."""
     port = free_port(NODE_HOSTS[0])
@@ -83,23 +84,67 @@ def test_tcp_in_dialog_requests_reuse_callers_connection(
     assert contact_spy.attempts == []
 
 
+def connection_of(invite: str) -> tuple[str, int]:
+    """The caller's end of its TCP connection, from the alias the edge put on its Contact."""
+    [contact] = header(invite, "Contact")
+    match = re.search(r";alias=([^~;>]+)~(\d+)~", contact)
+    assert match, contact
+    return match[1], int(match[2])
+
+
+def wait_for(condition: Callable[[], object], timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert condition()
+
+
 def test_request_to_a_vanished_caller_fails_without_dialling_it(
-    start_edge: Callable[..., Edge], tmp_path: Path, contact_spy: ContactSpy
+    start_edge: Callable[..., Edge], tmp_path: Path, contact_spy: ConnectionSpy
 ) -> None:
-    """RingCX's TCP connection gone: the node's INFO fails, logged, no new connection."""
+    """RingCX's TCP connection gone: the node's INFO fails, logged; the edge opens no new
+    connection, neither to the Contact nor to where the old one came from (a live listener
+    there now, which would accept one)."""
     port = free_port(NODE_HOSTS[0])
     edge = start_edge(nodes=[f"sip:{NODE_HOSTS[0]}:{port}"])
     node = start_node(tmp_path, port, pause_ms=3000)
     caller = start_caller(edge, tmp_path, transport="t1", contact_port=contact_spy.port)
-    deadline = time.monotonic() + 10
-    while not node.received("ACK") and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert node.received("ACK"), node.text()
+    wait_for(lambda: node.received("ACK"))
     caller.stop()  # SIPp dies; the kernel closes its TCP connection
+    [invite] = node.received("INVITE")
+    old_connection = ConnectionSpy(*connection_of(invite))
+    try:
+        node.wait(20)
+        replies = node.received("SIP/2.0")
+        assert replies, node.messages()
+        assert not replies[-1].startswith("SIP/2.0 200"), replies[-1]
+        assert "cannot relay INFO" in edge.log()
+        assert old_connection.attempts == []
+        assert contact_spy.attempts == []
+    finally:
+        old_connection.close()
 
-    node.wait(20)
-    replies = node.received("SIP/2.0")
-    assert replies, node.messages()
-    assert not replies[-1].startswith("SIP/2.0 200"), replies[-1]
-    assert "cannot relay INFO" in edge.log()
-    assert contact_spy.attempts == []
+
+def test_reply_to_a_vanished_caller_opens_no_connection(
+    start_edge: Callable[..., Edge], tmp_path: Path, contact_spy: ConnectionSpy
+) -> None:
+    """RingCX's TCP connection gone before its INVITE is answered: the edge's final reply
+    (503 once the node times out) is not sent over a new connection to where it came from."""
+    port = free_port(NODE_HOSTS[0])
+    edge = start_edge(
+        nodes=[f"sip:{NODE_HOSTS[0]}:{port}"], defines={"MEDIA_ANSWER_TIMEOUT": "1500"}
+    )
+    node = start_node(tmp_path, port, scenario="uas_hang")
+    caller = start_caller(edge, tmp_path, transport="t1", contact_port=contact_spy.port)
+    wait_for(lambda: node.received("INVITE"))
+    caller.stop()
+    [invite] = node.received("INVITE")
+    old_connection = ConnectionSpy(*connection_of(invite))
+    try:
+        assert node.wait(10) == 0, node.text()  # CANCELled by the edge's answer timer
+        wait_for(lambda: "every media node failed" in edge.log())
+        time.sleep(0.5)  # the 503 is sent right after that line
+        assert old_connection.attempts == []
+        assert contact_spy.attempts == []
+    finally:
+        old_connection.close()

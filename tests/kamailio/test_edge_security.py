@@ -12,7 +12,6 @@ from pathlib import Path
 import pytest
 from tests.support.edge import (
     CALLER,
-    EDGE_CFG,
     NODE_HOSTS,
     OUTSIDER,
     PROBE,
@@ -212,13 +211,3 @@ def test_client_certificate_check(start_edge: Callable[..., Edge], tls_dir: Path
     with_cert = client_context()
     with_cert.load_cert_chain(tls_dir / "client.crt", tls_dir / "client.key")
     assert tls_connect(edge, with_cert) == "TLSv1.3"
-
-
-def profile_policy(name: str) -> list[str]:
-    lines = (EDGE_CFG.parent / name).read_text().splitlines()
-    return [line for line in lines if line.startswith(("[", "method", "cipher_list"))]
-
-
-def test_tls_profile_files_share_one_policy() -> None:
-    """tls.cfg and tls-client-verify.cfg agree on profiles, protocol versions and ciphers."""
-    assert profile_policy("tls.cfg") == profile_policy("tls-client-verify.cfg")

@@ -1,13 +1,11 @@
 """Fixtures of the testcontainers suite: the stack's images, a private network, its containers.
 
 Images and containers are session-scoped (building and starting them is the cost); tests that
-change what they are given (stopping a media node) start their own. Ryuk is off: its image
-cannot be pulled where no registry is reachable, and every fixture removes what it started.
+change what they are given (stopping a media node) start their own.
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 
 import docker
@@ -23,8 +21,6 @@ from tests.support.stack import (
     private_network,
     stand_in_pair,
 )
-
-os.environ.setdefault("TESTCONTAINERS_RYUK_DISABLED", "true")
 
 
 @pytest.fixture(scope="session")

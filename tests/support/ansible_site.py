@@ -23,6 +23,7 @@ import docker
 import pytest
 from docker.errors import DockerException
 from docker.models.containers import Container
+from tests.support.recordings import ESL_RECORDINGS
 
 __all__ = [
     "ANSIBLE_DIR",
@@ -43,6 +44,7 @@ __all__ = [
     "ansible_env",
     "docker_client",
     "kit_wheels",
+    "serve_esl_double",
     "snapshot_sources",
 ]
 
@@ -60,6 +62,8 @@ OPERATOR_KEY = (
 )
 STAND_IN_PORT = 5090  # inside the target's own network namespace
 _BUILT = shutil.ignore_patterns("__pycache__", "*.egg-info", "build")  # not sources
+ESL_PORT = 8021  # the event socket the controller role's settings name
+ESL_DOUBLE_DIR = "/opt/ivagate-test-esl"
 RECAP = re.compile(
     r"^(\S+)\s+:\s+ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", re.MULTILINE
 )
@@ -180,6 +184,29 @@ def snapshot_sources(into: Path) -> Path:
         shutil.copytree(REPO / tree, into / tree, ignore=_BUILT)
     shutil.copy2(REPO / "pyproject.toml", into / "pyproject.toml")
     return into
+
+
+def serve_esl_double(target: Target) -> None:
+    """Runs the kit's ESL double (``ivagate_kit/esl_double.py``, standard library only, playing
+    FreeSWITCH 1.10.12's recorded event socket) in the target on 127.0.0.1:8021 with the site's
+    password, where the controller the roles install expects FreeSWITCH."""
+    archive = io.BytesIO()
+    with tarfile.open(fileobj=archive, mode="w") as tar:
+        tar.add(REPO / "kit" / "ivagate_kit" / "esl_double.py", "esl_double.py")
+        tar.add(ESL_RECORDINGS, "esl")
+    target.container.exec_run(["mkdir", "-p", ESL_DOUBLE_DIR])
+    assert target.container.put_archive(ESL_DOUBLE_DIR, archive.getvalue())
+    serve = (
+        "import asyncio, sys; from pathlib import Path; sys.path.insert(0, sys.argv[1]); "
+        "from esl_double import EslDouble\n"
+        "async def main():\n"
+        "    recordings = Path(sys.argv[1], 'esl')\n"
+        "    await EslDouble(recordings, password=sys.argv[2]).start(int(sys.argv[3]))\n"
+        "    await asyncio.Event().wait()\n"
+        "asyncio.run(main())"
+    )
+    command = ["python3", "-c", serve, ESL_DOUBLE_DIR, ESL_PASSWORD, str(ESL_PORT)]
+    target.container.exec_run(command, detach=True)
 
 
 @dataclass(frozen=True)

@@ -1,9 +1,10 @@
 """Run the repo's Kamailio edge and SIPp on loopback, for the edge tests and benchmark.
 
 ``Edge`` starts ``kamailio/kamailio.cfg`` exactly as shipped, with site values given as
-``-A`` defines (free ports, temporary allowlist and dispatcher files, throwaway TLS
-certificates). ``run_sipp``/``start_sipp`` drive the SIPp scenarios in
-``tests/kamailio/scenarios``. Nothing here fakes SIP: both are the real Debian binaries.
+``-A`` defines (free ports, throwaway TLS certificates) and its allowlist, dispatcher list
+and TLS profiles written by ``kamailio/render-site``, as every other runner writes them.
+``run_sipp``/``start_sipp`` drive the SIPp scenarios in ``tests/kamailio/scenarios``.
+Nothing here fakes SIP: both are the real Debian binaries.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ __all__ = [
     "OUTSIDER",
     "PROBE",
     "SCENARIOS",
-    "ContactSpy",
+    "ConnectionSpy",
     "Edge",
     "EdgeSetup",
     "SippRun",
@@ -51,11 +52,11 @@ __all__ = [
 
 REPO = Path(__file__).resolve().parents[2]
 EDGE_CFG = REPO / "kamailio" / "kamailio.cfg"
+RENDER_SITE = REPO / "kamailio" / "render-site"
 SCENARIOS = REPO / "tests" / "kamailio" / "scenarios"
 KAMAILIO = shutil.which("kamailio") or "/usr/sbin/kamailio"
 SIPP = shutil.which("sipp") or "/usr/bin/sipp"
 READY_TIMEOUT = 20.0
-SHIPPED_TLS_DIR = "/etc/ivagate/edge/"  # where kamailio/tls.cfg expects its certificates
 
 # Loopback addresses by role. The edge tells RingCX from media nodes by source IP.
 EDGE_HOST = "127.0.0.1"
@@ -83,7 +84,7 @@ def free_port(host: str = "127.0.0.1") -> int:
 def write_certificates(directory: Path) -> Path:
     """Throwaway TLS files as the shipped tls.cfg names them: tls.crt/tls.key for the edge,
     client.crt/client.key for a caller, and ca.crt (the self-signed client.crt, its own
-    trust anchor) for WITH_TLS_CLIENT_VERIFY."""
+    trust anchor) for the client certificate check."""
     for name, stem in (("localhost", "tls"), ("ringcx-client", "client")):
         cert, key = self_signed(directory / stem, name)
         shutil.move(cert, directory / f"{stem}.crt")
@@ -101,18 +102,17 @@ class EdgeSetup:
     nodes: list[str] = field(default_factory=list)  # dispatcher URIs, set 1, in priority order
     tls: bool = True
     tls_dir: Path | None = None  # holds tls.crt, tls.key (and ca.crt): see ``tls_files``
-    client_verify: bool = False  # WITH_TLS_CLIENT_VERIFY: tls-client-verify.cfg
+    client_verify: bool = False  # render-site tls --client-verify
     listen: str = EDGE_HOST
     shm_mb: int = 64  # shared memory; transactions live in it (benchmarks need more)
     defines: dict[str, str] = field(default_factory=dict)  # e.g. {"MEDIA_ANSWER_TIMEOUT": "1500"}
 
 
-def _address_lines(group: int, cidrs: Sequence[str]) -> list[str]:
-    lines = []
-    for cidr in cidrs:
-        address, _, mask = cidr.partition("/")
-        lines.append(f"{group} {address} {mask or 32} 0")
-    return lines
+def render_site(*args: str) -> str:
+    """The output of ``kamailio/render-site ARGS``: a site file as every runner writes it."""
+    return subprocess.run(
+        [str(RENDER_SITE), *args], capture_output=True, text=True, check=True
+    ).stdout
 
 
 class Edge:
@@ -127,6 +127,7 @@ class Edge:
         self.http_port = free_port("127.0.0.1")
         self.allowlist = workdir / "allowlist.address"
         self.dispatcher = workdir / "dispatcher.list"
+        self.tls_config = workdir / "tls.cfg"
         self.log_path = workdir / "kamailio.log"
         self._proc: subprocess.Popen[bytes] | None = None
 
@@ -139,8 +140,7 @@ class Edge:
         return f"{self.host}:{self.tls_port}"
 
     def write_allowlist(self, allow: Sequence[str], probes: Sequence[str] = ()) -> None:
-        lines = _address_lines(1, allow) + _address_lines(2, probes)
-        self.allowlist.write_text("\n".join(["# written by tests/support/edge.py", *lines]) + "\n")
+        self.allowlist.write_text(render_site("allowlist", " ".join(allow), " ".join(probes)))
 
     def _defines(self) -> list[str]:
         s = self.setup
@@ -158,9 +158,7 @@ class Edge:
         switches = ["TESTING"]
         if s.tls:
             switches.append("WITH_TLS")
-            values["TLS_CONFIG"] = f'"{self._tls_config()}"'
-        if s.client_verify:
-            switches.append("WITH_TLS_CLIENT_VERIFY")
+            values["TLS_CONFIG"] = f'"{self.tls_config}"'
         args = []
         for name in switches:
             args += ["-A", name]
@@ -168,22 +166,19 @@ class Edge:
             args += ["-A", f"{name}={value}"]
         return args
 
-    def _tls_config(self) -> Path:
+    def _write_tls_config(self) -> None:
         """The shipped TLS profiles, with the certificate directory moved to ``tls_dir``."""
         if self.setup.tls_dir is None:
             raise ValueError("EdgeSetup.tls_dir is required with tls=True")
-        name = "tls-client-verify.cfg" if self.setup.client_verify else "tls.cfg"
-        shipped = (EDGE_CFG.parent / name).read_text()
-        config = self.workdir / name
-        config.write_text(shipped.replace(SHIPPED_TLS_DIR, f"{self.setup.tls_dir}/"))
-        return config
+        switch = ["--client-verify"] if self.setup.client_verify else []
+        self.tls_config.write_text(render_site("tls", *switch, str(self.setup.tls_dir)))
 
     def start(self) -> Edge:
         self.write_allowlist(self.setup.allow, self.setup.probes)
         # priorities fall down the list, so DS_ALG=8 (by priority) tries nodes in order
-        count = len(self.setup.nodes)
-        nodes = [f"1 {uri} 0 {count - i}" for i, uri in enumerate(self.setup.nodes)]
-        self.dispatcher.write_text("\n".join(["# written by tests/support/edge.py", *nodes]) + "\n")
+        self.dispatcher.write_text(render_site("dispatcher", *self.setup.nodes))
+        if self.setup.tls:
+            self._write_tls_config()
         runtime = self.workdir / "run"
         runtime.mkdir(exist_ok=True)
         cmd = [KAMAILIO, "-f", str(EDGE_CFG), "-DD", "-E", "-Y", str(runtime)]
@@ -282,11 +277,15 @@ class Edge:
         self.stop()
 
 
-class ContactSpy:
-    """A TCP listener on the caller's Contact address; counts every connection attempt."""
+class ConnectionSpy:
+    """A live TCP listener that accepts and counts every connection attempt: put where the
+    edge must never connect (a caller's Contact, the address of its vanished connection), so
+    a connection attempt is counted instead of being refused unseen."""
 
-    def __init__(self, host: str) -> None:
-        self.sock = socket.create_server((host, 0))
+    def __init__(self, host: str, port: int = 0) -> None:
+        # SO_REUSEADDR (create_server's default here): the address of a connection just
+        # closed may still be in TIME_WAIT
+        self.sock = socket.create_server((host, port))
         self.sock.settimeout(0.1)
         self.port = int(self.sock.getsockname()[1])
         self.attempts: list[tuple[str, int]] = []
