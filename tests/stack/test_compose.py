@@ -113,13 +113,14 @@ def test_make_up_places_one_passing_call(stack_env: dict[str, str], tmp_path: Pa
 
 
 def test_make_up_without_freeswitch_says_what_to_provide(tmp_path: Path) -> None:
-    """Without a FreeSWITCH image, ``make up`` stops at once naming both ways to give one."""
+    """Without a FreeSWITCH, ``make up`` stops at once naming the ways to give one."""
     env = {
         k: v
         for k, v in os.environ.items()
         if k not in ("IVAGATE_FREESWITCH_IMAGE", "SIGNALWIRE_TOKEN")
     }
     env["IVAGATE_ENV_FILE"] = str(tmp_path / "stack.env")
+    env["IVAGATE_HOST_FREESWITCH"] = ""  # nor one installed on this machine
     env["DOCKER_HOST"] = "unix:///nonexistent"  # fail rather than find a local ivagate/freeswitch
 
     up = stack_up(env)
@@ -127,3 +128,4 @@ def test_make_up_without_freeswitch_says_what_to_provide(tmp_path: Path) -> None
     assert up.returncode == 2, up.stdout + up.stderr
     assert "IVAGATE_FREESWITCH_IMAGE=<image>" in up.stderr
     assert "SIGNALWIRE_TOKEN=pat_... make up" in up.stderr
+    assert "IVAGATE_HOST_FREESWITCH=<binary>" in up.stderr
