@@ -104,6 +104,9 @@ def site(target: Target, tmp_path_factory: pytest.TempPathFactory) -> Site:
         "kamailio_source_dir": str(sources / "kamailio"),
         "freeswitch_source_dir": str(sources / "freeswitch"),
         "controller_source_dir": str(sources),
+        # this checkout's own wheelhouse: the default one in ~/.cache is shared by every
+        # checkout on the machine, and holds one ivagate wheel per version number
+        "controller_wheelhouse": str(REPO / "run" / "ansible-wheelhouse"),
         # This machine plays RingCX and the operator. The media node is a stand-in run in
         # the target itself, on its private network's address as a real node would be.
         "common_operators": [{"name": "operator", "sudo": True, "ssh_keys": [OPERATOR_KEY]}],
