@@ -129,7 +129,8 @@ def answer_times(workdir: Path) -> list[float]:
     times = []
     for path in workdir.glob("*_rtt.csv"):
         with path.open(newline="") as rtt:
-            times += [float(row["response_time"]) for row in csv.DictReader(rtt, delimiter=";")]
+            rows = csv.DictReader(rtt, delimiter=";")
+            times += [float(row["response_time_ms"]) for row in rows if row["rtd_no"] == "1"]
     return times
 
 
@@ -152,10 +153,10 @@ def sipp_step(edge: Edge, meters: Meters, workdir: Path, rate: float) -> Step:
         name="ringcx",
         trace=False,
         scenario=CALLER_SCENARIO,
-        # statistics at the end, every INVITE->200 time, timers to the millisecond
+        # the statistics at the end; every INVITE->200 time (whole ms, in steps of SIPp's clock)
         extra=[
             *("-trace_stat", "-stf", str(workdir / "stats.csv")),
-            *("-trace_rtt", "-rtt_freq", "1", "-timer_resol", "1"),
+            *("-trace_rtt", "-rtt_freq", "1"),
         ],
     )
     caller.wait(STEP_SECONDS + GRACE + 30)
