@@ -52,12 +52,14 @@ __all__ = ["main"]
 HERE = Path(__file__).resolve().parent / "stack"
 CALLER_SCENARIO = HERE / "caller.xml"
 BENCH_DIALPLAN = HERE / "dialplan.xml"
-RATES = (50.0, 100.0, 150.0, 200.0)
+RATES = (50.0, 100.0, 125.0, 150.0, 175.0, 200.0)
 STEP_SECONDS = 5.0
 GRACE = 5.0
 EMULATOR_CALLS = 200
 EMULATOR_RATE = 40.0
 TARGET_RATIO = 0.95
+SETTLE_SECONDS = 40.0
+IDLE = 0.05  # CPU seconds per second of all processes under test
 EDGE_SHM_MB = 256  # transactions of a few seconds at 200 calls/s, with room
 # SIPp's error file line for an unexpected message; before the 200 the scenario is at index <= 4
 _UNEXPECTED_INFO = re.compile(r"while expecting '[^']*' \(index (\d+)\), received 'INFO ")
@@ -72,6 +74,7 @@ class Step:
     calls: int
     failed: int  # for any reason but an early INFO (503, no answer, no BYE answered...)
     early_infos: int  # INFOs that reached SIPp before its 200 OK (each failed its call)
+    reasons: dict[str, int]  # SIPp's failure counters (FailedCallRejected...) that are not 0
     answer_ms: list[float]  # INVITE -> 200, per call
     cpu: dict[str, float]  # process -> CPU seconds per call
 
@@ -116,12 +119,30 @@ class Meters:
             name: cpu_seconds(process) for name, process in self.processes.items()
         }
 
+    def settle(self) -> None:
+        """Until the processes under test are idle: calls a caller gave up on (an early INFO)
+        still run there, FreeSWITCH resending its 200 for 32 s, and would cost the next run."""
+        deadline = time.monotonic() + SETTLE_SECONDS
+        before = sum(self.read().values())
+        while time.monotonic() < deadline:
+            time.sleep(1.0)
+            now = sum(self.read().values())
+            if now - before < IDLE:
+                return
+            before = now
 
-def sipp_successes(workdir: Path) -> int:
-    """Calls that succeeded, from SIPp's statistics file (its last, cumulative row)."""
+
+def sipp_totals(workdir: Path) -> dict[str, int]:
+    """SIPp's cumulative call counters (``SuccessfulCall``, ``Failed...``), from the last row
+    of its statistics file."""
     with (workdir / "stats.csv").open(newline="") as stats:
         rows = list(csv.DictReader(stats, delimiter=";"))
-    return int(rows[-1]["SuccessfulCall(C)"]) if rows else 0
+    last = rows[-1] if rows else {}
+    return {
+        name[:-3]: int(value)
+        for name, value in last.items()
+        if name.endswith("(C)") and name.startswith(("SuccessfulCall", "Failed"))
+    }
 
 
 def answer_times(workdir: Path) -> list[float]:
@@ -134,15 +155,19 @@ def answer_times(workdir: Path) -> list[float]:
     return times
 
 
+def sipp_errors(workdir: Path) -> str:
+    return "".join(p.read_text(errors="replace") for p in workdir.glob("sipp-*-errors.log"))
+
+
 def early_infos(workdir: Path) -> int:
     """INFOs SIPp received while still waiting for the INVITE's 200 (each failed its call)."""
-    text = "".join(p.read_text(errors="replace") for p in workdir.glob("sipp-*-errors.log"))
-    return sum(int(index) <= BEFORE_200 for index in _UNEXPECTED_INFO.findall(text))
+    return sum(int(index) <= BEFORE_200 for index in _UNEXPECTED_INFO.findall(sipp_errors(workdir)))
 
 
 def sipp_step(edge: Edge, meters: Meters, workdir: Path, rate: float) -> Step:
     workdir.mkdir()
     calls = round(rate * STEP_SECONDS)
+    meters.settle()
     before = meters.read()
     caller = start_caller(
         edge,
@@ -162,11 +187,15 @@ def sipp_step(edge: Edge, meters: Meters, workdir: Path, rate: float) -> Step:
     caller.wait(STEP_SECONDS + GRACE + 30)
     after = meters.read()
     early = early_infos(workdir)
+    totals = sipp_totals(workdir)
     return Step(
         rate=rate,
         calls=calls,
-        failed=calls - sipp_successes(workdir) - early,  # calls still running failed too
+        # calls still running at the end failed too
+        failed=calls - totals.get("SuccessfulCall", 0) - early,
         early_infos=early,
+        reasons={k: n for k, n in totals.items() if k.startswith("Failed") and n}
+        | {"503 received": sipp_errors(workdir).count("received 'SIP/2.0 503")},
         answer_ms=answer_times(workdir),
         cpu={name: (after[name] - before[name]) / calls for name in after},
     )
@@ -240,6 +269,7 @@ def run_flow(binary: str, workdir: Path, flow: Flow, *, with_controller: bool) -
             flow.steps.append(step)
             if step.failed:
                 break
+        meters.settle()
         asyncio.run(emulator_run(meters.edge, flow))
 
 
@@ -271,6 +301,9 @@ def report(flows: list[Flow]) -> bool:
     for flow in flows:
         steps = "; ".join(f"{s.rate:g}/s {s.calls} {s.failed} {s.early_infos}" for s in flow.steps)
         print(f"  {flow.name}: {steps}")
+        if flow.steps and flow.steps[-1].failed:
+            reasons = ", ".join(f"{k} {n}" for k, n in flow.steps[-1].reasons.items())
+            print(f"    SIPp's counters at {flow.steps[-1].rate:g}/s: {reasons}")
     print(f"emulator over TLS, {EMULATOR_CALLS} calls at {EMULATOR_RATE:g}/s:")
     for flow in flows:
         print(
