@@ -35,6 +35,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
@@ -64,6 +65,7 @@ EDGE_SHM_MB = 256  # transactions of a few seconds at 200 calls/s, with room
 # SIPp's error file line for an unexpected message; before the 200 the scenario is at index <= 4
 _UNEXPECTED_INFO = re.compile(r"while expecting '[^']*' \(index (\d+)\), received 'INFO ")
 BEFORE_200 = 4
+_UNEXPECTED = re.compile(r"unexpected message .*?received '(?:SIP/2\.0 )?(\S+)")
 
 
 @dataclass
@@ -159,6 +161,12 @@ def sipp_errors(workdir: Path) -> str:
     return "".join(p.read_text(errors="replace") for p in workdir.glob("sipp-*-errors.log"))
 
 
+def unexpected(workdir: Path) -> dict[str, int]:
+    """The unexpected messages that failed calls, by method or status."""
+    found = Counter(f"unexpected {what}" for what in _UNEXPECTED.findall(sipp_errors(workdir)))
+    return dict(found.most_common())
+
+
 def early_infos(workdir: Path) -> int:
     """INFOs SIPp received while still waiting for the INVITE's 200 (each failed its call)."""
     return sum(int(index) <= BEFORE_200 for index in _UNEXPECTED_INFO.findall(sipp_errors(workdir)))
@@ -195,7 +203,7 @@ def sipp_step(edge: Edge, meters: Meters, workdir: Path, rate: float) -> Step:
         failed=calls - totals.get("SuccessfulCall", 0) - early,
         early_infos=early,
         reasons={k: n for k, n in totals.items() if k.startswith("Failed") and n}
-        | {"503 received": sipp_errors(workdir).count("received 'SIP/2.0 503")},
+        | unexpected(workdir),
         answer_ms=answer_times(workdir),
         cpu={name: (after[name] - before[name]) / calls for name in after},
     )
