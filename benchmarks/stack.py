@@ -33,7 +33,6 @@ import shutil
 import statistics
 import tempfile
 import time
-import urllib.error
 import urllib.request
 from collections import Counter
 from collections.abc import Iterator
@@ -61,6 +60,7 @@ EMULATOR_RATE = 40.0
 TARGET_RATIO = 0.95
 SETTLE_SECONDS = 40.0
 IDLE = 0.05  # CPU seconds per second of all processes under test
+RTP_PORTS = 8000  # 4000 calls at once: calls SIPp gave up on stay 32 s (see settle)
 EDGE_SHM_MB = 256  # transactions of a few seconds at 200 calls/s, with room
 # SIPp's error file line for an unexpected message; before the 200 the scenario is at index <= 4
 _UNEXPECTED_INFO = re.compile(r"while expecting '[^']*' \(index (\d+)\), received 'INFO ")
@@ -172,13 +172,13 @@ def early_infos(workdir: Path) -> int:
     return sum(int(index) <= BEFORE_200 for index in _UNEXPECTED_INFO.findall(sipp_errors(workdir)))
 
 
-def sipp_step(edge: Edge, meters: Meters, workdir: Path, rate: float) -> Step:
+def sipp_step(meters: Meters, workdir: Path, rate: float) -> Step:
     workdir.mkdir()
     calls = round(rate * STEP_SECONDS)
     meters.settle()
     before = meters.read()
     caller = start_caller(
-        edge,
+        meters.edge,
         workdir,
         calls=calls,
         rate=rate,
@@ -240,7 +240,7 @@ def wait_ready(controller: Controller, seconds: float = 30) -> None:
         try:
             with urllib.request.urlopen(f"{controller.api}/readyz", timeout=2):
                 return
-        except (OSError, urllib.error.HTTPError):
+        except OSError:  # refused, or 503 (HTTPError) until ready
             time.sleep(0.2)
     raise TimeoutError("the controller never became ready")
 
@@ -250,7 +250,9 @@ def stack(binary: str, workdir: Path, *, with_controller: bool) -> Iterator[Mete
     """FreeSWITCH, the controller (flow a) and the edge, started in that order."""
     with ExitStack() as started:
         conf = CONF_DIR if with_controller else bench_tree(workdir)
-        node = started.enter_context(live_freeswitch(binary, None, workdir / "fs", conf))
+        node = started.enter_context(
+            live_freeswitch(binary, None, workdir / "fs", conf, rtp_ports=RTP_PORTS)
+        )
         controller = None
         if with_controller:
             log = workdir / "controller.log"
@@ -273,7 +275,7 @@ def run_flow(binary: str, workdir: Path, flow: Flow, *, with_controller: bool) -
     (workdir / "fs").mkdir()
     with stack(binary, workdir, with_controller=with_controller) as meters:
         for rate in RATES:
-            step = sipp_step(meters.edge, meters, workdir / f"sipp-{rate:g}", rate)
+            step = sipp_step(meters, workdir / f"sipp-{rate:g}", rate)
             flow.steps.append(step)
             if step.failed:
                 break

@@ -165,10 +165,15 @@ def run_image(
 
 @contextmanager
 def live_freeswitch(
-    binary: str | None, image: str | None, work: Path, conf_dir: Path = CONF_DIR
+    binary: str | None,
+    image: str | None,
+    work: Path,
+    conf_dir: Path = CONF_DIR,
+    rtp_ports: int = 200,
 ) -> Iterator[LiveNode]:
     """FreeSWITCH on this tree (or on ``conf_dir``, a copy with changes: benchmarks), on a
-    random 127.x address, its files under ``work``.
+    random 127.x address, its files under ``work``; ``rtp_ports`` (two a call) bound the calls
+    it holds at once (FreeSWITCH refuses more with 488).
 
     The edge is 127.0.0.1 only, so calls from 127.0.0.1 are accepted and others refused.
     """
@@ -176,12 +181,12 @@ def live_freeswitch(
     log_dir = work / "log"
     log_dir.mkdir()
     log_dir.chmod(0o777)  # the image may run FreeSWITCH as its own user
-    rtp_min = random.randrange(20000, 60000, 200)
+    rtp_min = random.randrange(20000, 65536 - rtp_ports, 200)
     env = {
         "IVAGATE_FS_SIP_IP": sip_ip,
         "IVAGATE_FS_SIP_PORT": str(free_port(sip_ip, socket.SOCK_DGRAM)),
         "IVAGATE_FS_RTP_PORT_MIN": str(rtp_min),
-        "IVAGATE_FS_RTP_PORT_MAX": str(rtp_min + 199),
+        "IVAGATE_FS_RTP_PORT_MAX": str(rtp_min + rtp_ports - 1),
         "IVAGATE_FS_EDGE_CIDRS": "127.0.0.1/32",
         "IVAGATE_FS_ESL_PORT": str(free_port("127.0.0.1")),
         "IVAGATE_FS_ESL_PASSWORD": secrets.token_urlsafe(18),
