@@ -1,11 +1,11 @@
-"""Run every benchmark, or the ones named: ``python -m benchmarks [controller] [edge]``."""
+"""Run every benchmark, or the ones named: ``python -m benchmarks [controller] [edge] [stack]``."""
 
 from __future__ import annotations
 
 import importlib
 import sys
 
-BENCHMARKS = ("controller", "edge")
+BENCHMARKS = ("controller", "edge", "stack")
 
 
 def main(argv: list[str]) -> int:

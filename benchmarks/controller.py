@@ -164,14 +164,18 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def controller_process(double: EslDouble, log: Path) -> Iterator[Controller]:
+def controller_process(
+    esl_port: int, esl_password: str, log: Path, core: int | None = None
+) -> Iterator[Controller]:
+    """``ivagate run`` with ``BenchBot`` for every call, on ``core`` when given; its log to
+    ``log``."""
     port = free_port()
     env = {
         **os.environ,
         "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
         "IVAGATE_ESL__HOST": "127.0.0.1",
-        "IVAGATE_ESL__PORT": str(double.port),
-        "IVAGATE_ESL__PASSWORD": double.password,
+        "IVAGATE_ESL__PORT": str(esl_port),
+        "IVAGATE_ESL__PASSWORD": esl_password,
         "IVAGATE_API__PORT": str(port),
         "IVAGATE_API__TOKEN": TOKEN,
         "IVAGATE_ROUTING__DEFAULT_BOT": BenchBot.name,
@@ -180,7 +184,8 @@ def controller_process(double: EslDouble, log: Path) -> Iterator[Controller]:
     }
     env.pop("IVAGATE_CONFIG_FILE", None)
     command = [str(Path(sys.executable).with_name("ivagate")), "run"]
-    with log.open("wb") as out, started_on(CONTROLLER_CORE):
+    pinned = contextlib.nullcontext() if core is None else started_on(core)
+    with log.open("wb") as out, pinned:
         process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=out, stderr=out)
     try:
         yield Controller(process, f"http://127.0.0.1:{port}")
@@ -288,7 +293,9 @@ async def run() -> int:
     with tempfile.TemporaryDirectory(prefix="ivagate-bench-") as tmp:
         log = Path(tmp) / "controller.log"
         try:
-            with controller_process(double, log) as controller:
+            with controller_process(
+                double.port, double.password, log, CONTROLLER_CORE
+            ) as controller:
                 await wait_until(
                     lambda: double.global_vars.get("ivagate_ready") == "true", 30, "ivagate_ready"
                 )

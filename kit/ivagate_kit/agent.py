@@ -33,6 +33,7 @@ def _key(msg: SipMessage) -> tuple[str, str]:
 class _Pending:
     final: asyncio.Future[SipMessage | None]  # None: the connection closed first
     on_provisional: ResponseHandler | None
+    on_final: ResponseHandler | None
     link: Link
 
 
@@ -69,6 +70,8 @@ class Agent:
                 if pending.on_provisional is not None:
                     pending.on_provisional(msg, link)
             else:
+                if pending.on_final is not None:
+                    pending.on_final(msg, link)
                 pending.final.set_result(msg)
             return
         if msg.method != "ACK" and key in self._answered:
@@ -118,8 +121,12 @@ class Agent:
         link: Link,
         within: float,
         on_provisional: ResponseHandler | None = None,
+        on_final: ResponseHandler | None = None,
     ) -> SipMessage | None:
-        """Send ``msg``; its final response, or None after ``within`` seconds or on closure."""
+        """Send ``msg``; its final response, or None after ``within`` seconds or on closure.
+
+        ``on_final`` sees the final response as it is read, before the caller resumes: a
+        request read right behind it is then handled knowing it (a 2xx's dialog)."""
         key = _key(msg)
         future: asyncio.Future[SipMessage | None] = asyncio.get_running_loop().create_future()
         provisional_seen = False
@@ -130,7 +137,7 @@ class Agent:
             if on_provisional is not None:
                 on_provisional(resp, via)
 
-        self._pending[key] = _Pending(future, provisional, link)
+        self._pending[key] = _Pending(future, provisional, on_final, link)
         deadline = time.monotonic() + within
         interval = T1
         try:

@@ -189,8 +189,16 @@ class _Call:
             nonlocal provisional
             provisional = True
 
+        def on_final(msg: SipMessage, link: Link) -> None:
+            # the dialog exists from its 2xx on, before this coroutine resumes: an INFO read
+            # right behind the 2xx belongs to it
+            if msg.status < 300:
+                self.establish(msg)
+
         sent = time.monotonic()
-        final = await self.agent.request(invite, self.link, self.plan.timeout, on_provisional)
+        final = await self.agent.request(
+            invite, self.link, self.plan.timeout, on_provisional, on_final
+        )
         self.report.answer_after = time.monotonic() - sent
         if final is None:
             self.report.check(
@@ -217,6 +225,13 @@ class _Call:
         self.report.check("SDP answer fits the offer", not problems, "; ".join(problems))
         return final
 
+    def establish(self, final: SipMessage) -> Dialog:
+        """The dialog of the first 2xx (a retransmitted or late 2xx finds it made)."""
+        assert self.invite is not None
+        if self.dialog is None:
+            self.dialog = Dialog.as_uac(self.invite, final, self.plan.transport, self.sent_by)
+        return self.dialog
+
     def ack(self, final: SipMessage) -> None:
         """ACK a final INVITE response: 2xx end to end in the dialog, others hop by hop."""
         assert self.invite is not None and self.link is not None
@@ -232,9 +247,8 @@ class _Call:
             ]
             self.agent.send(SipMessage.request("ACK", inv.uri, headers), self.link)
             return
-        if self.dialog is None:
-            self.dialog = Dialog.as_uac(self.invite, final, self.plan.transport, self.sent_by)
-        ack = self.dialog.request("ACK", cseq=self.invite.cseq[0])
+        dialog = self.establish(final)
+        ack = dialog.request("ACK", cseq=self.invite.cseq[0])
         self.agent.send(ack, self.dialog_link())
 
     def dialog_link(self) -> Link:

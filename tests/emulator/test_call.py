@@ -189,3 +189,13 @@ def test_bad_node_script_is_refused(bad: dict[str, object]) -> None:
     """A script that cannot be played (1xx answer, unknown answer, 2xx early) raises ValueError."""
     with pytest.raises(ValueError):
         NodeScript(**bad)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_info_right_behind_the_200_belongs_to_the_call(transport: TransportName) -> None:
+    """An INFO sent at once after the 200 (before the ACK, as FreeSWITCH's own dialplan does)
+    is read as part of the dialog the 200 made, however late the caller's coroutine resumes."""
+    script = NodeScript(infos=INFOS, info_interval=0.0, info_before_ack=True)
+    report, _ = await _call(script, transport, last="BYE")
+    assert report.ok, report.render()
+    assert [i.json for i in report.infos] == INFOS

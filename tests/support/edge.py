@@ -351,7 +351,7 @@ STARTED: list[SippRun] = []
 
 
 def start_sipp(
-    scenario: str,
+    scenario: str | Path,
     workdir: Path,
     *,
     remote: str | None = None,
@@ -367,14 +367,16 @@ def start_sipp(
     extra: Sequence[str] = (),
     trace: bool = True,
 ) -> SippRun:
-    """Start SIPp with ``tests/kamailio/scenarios/<scenario>.xml`` in the background.
+    """Start SIPp with ``tests/kamailio/scenarios/<scenario>.xml`` (or the file ``scenario``)
+    in the background.
 
     ``trace``: keep every message in a file (``messages()``); off for benchmarks.
     """
-    label = name or scenario
+    path = scenario if isinstance(scenario, Path) else SCENARIOS / f"{scenario}.xml"
+    label = name or path.stem
     messages = workdir / f"sipp-{label}-messages.log"
     output = workdir / f"sipp-{label}.out"
-    cmd = [SIPP, "-sf", str(SCENARIOS / f"{scenario}.xml"), "-t", transport, "-i", local_ip]
+    cmd = [SIPP, "-sf", str(path), "-t", transport, "-i", local_ip]
     cmd += ["-p", str(local_port or free_port(local_ip)), "-m", str(calls), "-nostdin"]
     cmd += ["-timeout", f"{timeout}s", "-timeout_error", "-max_recv_loops", "1000"]
     cmd += ["-trace_err", "-error_file", str(workdir / f"sipp-{label}-errors.log")]
@@ -443,7 +445,8 @@ def start_caller(
     timeout: float = 20.0,
     name: str = "caller",
     trace: bool = True,
-    scenario: str = "uac_call",
+    scenario: str | Path = "uac_call",
+    extra: Sequence[str] = (),
 ) -> SippRun:
     """A SIPp RingCX caller (uac_call.xml, or ``scenario``) toward the edge's UDP/TCP port.
 
@@ -462,5 +465,6 @@ def start_caller(
         rate=rate,
         timeout=timeout,
         name=name,
+        extra=extra,
         trace=trace,
     )
