@@ -5,8 +5,7 @@ caller names (the repository's ``tests/fixtures/freeswitch-1.10.12/esl``, format
 README), with the recorded channel UUID, Job-UUID / Application-UUID, DID, Call-ID, caller and
 event timestamp substituted and the Content-Length headers recomputed. The frame is chosen by the
 command received, and the double tracks each channel's state, so e.g. ``uuid_send_info`` after
-hangup gets the recorded ``-ERR Operation Failed``. The recordings are made with
-``tests/freeswitch/record_esl.py``.
+hangup gets the recorded ``-ERR Operation Failed``.
 
 Behaviour the recordings do not cover is marked ``NOT RECORDED`` below; tests avoid relying on
 it.

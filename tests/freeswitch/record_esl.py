@@ -125,13 +125,13 @@ class Recording:
         return await self.event("BACKGROUND_JOB", "Job-UUID", job)
 
     async def execute(self, uuid: str, app: str, arg: str) -> str:
-        """``sendmsg`` as the controller sends it: the reply; the Event-UUID it carried."""
+        """``sendmsg`` as the controller sends it; the Event-UUID it carried."""
         event_uuid = str(uuidlib.uuid4())
-        reply = await self.command(
+        await self.command(
             f"sendmsg {uuid}\ncall-command: execute\nexecute-app-name: {app}\n"
             f"execute-app-arg: {arg}\nEvent-UUID: {event_uuid}"
         )
-        return reply if not reply.startswith("+OK") else event_uuid
+        return event_uuid
 
 
 def _header(block: bytes, name: str) -> str:
@@ -168,7 +168,8 @@ def place_call(
     """An emulated RingCX call as the edge relays it; ``headers`` may repeat a name."""
     did = f"1555{secrets.randbelow(10**7):07d}"
     all_headers = MultiDict([("X-Edge-Transport", "udp"), ("X-Bot-Id", "demo"), *headers])
-    target = CallPlan(target=node.sip, did=did, headers=all_headers, timeout=20, **plan)  # type: ignore[arg-type]  # its .items() repeats names
+    # a MultiDict where CallPlan wants a dict: the INVITE is built from its .items(), repeats too
+    target = CallPlan(target=node.sip, did=did, headers=all_headers, timeout=20, **plan)  # type: ignore[arg-type]
     return asyncio.create_task(run_call(target))
 
 
