@@ -8,12 +8,13 @@ command received, and the double tracks each channel's state, so e.g. ``uuid_sen
 hangup gets the recorded ``-ERR Operation Failed``.
 
 Behaviour the recordings do not cover is marked ``NOT RECORDED`` below; tests avoid relying on
-it, and each is listed in the controller's report so it can be recorded from a real FreeSWITCH.
+it.
 
 Driving calls (tests and ``benchmarks/controller.py``)::
 
     double = EslDouble(recordings, password="secret"); await double.start()   # double.port
     uuid = await double.park(did="15550001000", headers={"X-Bot-Id": "demo"}, digits="1")
+    uuid = await double.park(headers={"X-Dup": ["a", "b"]})   # a header sent twice
     await double.caller_hangup(uuid)       # RingCX's BYE
     await double.drop()                    # the Event Socket connection breaks
     double.channels[uuid].infos            # INFO bodies FreeSWITCH would have sent (dicts)
@@ -30,10 +31,10 @@ import re
 import time
 import uuid as uuidlib
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import quote
+from urllib.parse import quote, unquote
 
 __all__ = ["Channel", "EslDouble", "load_recording"]
 
@@ -100,15 +101,60 @@ class _Recorded:
         self.caller_hangup = self._event(caller, "CHANNEL_HANGUP_COMPLETE")
         self.kill_park_done = self._app_done(bot, "park")
         self.kill_hangup = self._event(bot, "CHANNEL_HANGUP_COMPLETE")
-        reject = load_recording(recordings, "inbound-reject.esl")
-        self.respond_done = self._app_done(reject, "respond")
-        self.reject_park_done = self._app_done(reject, "park")
-        self.reject_hangup = self._event(reject, "CHANNEL_HANGUP_COMPLETE")
         listing = next(
             f for d, f in load_recording(recordings, "inbound-channels.esl") if b'"row_count"' in f
         )
         rows = json.loads(_split(listing)[1])["rows"]
         self.channel_row = next(row for row in rows if row.get("application") == "park")
+        # with no channel on the node: commands about one that does not exist
+        missing = load_recording(recordings, "inbound-no-channel.esl")
+        self.uptime = self._api_body(missing, "api uptime")
+        self.no_channels = self._api_body(missing, "api show channels as json")
+        self.answer_missing = self._api_body(missing, "api uuid_answer ")
+        self.setvar_missing = self._api_body(missing, "api uuid_setvar ")
+        sendmsg = missing[self._sent(missing, "sendmsg ")][1]
+        self.missing_uuid = sendmsg.split(b"\n")[0].split()[1]  # named in the reply too
+        self.sendmsg_missing = self._reply(missing, "sendmsg ")
+        wrong = load_recording(recordings, "inbound-wrong-password.esl")
+        # the reply to the auth command, then the disconnect notice; then it closed
+        self.auth_refused = [f for d, f in wrong[self._sent(wrong, "auth ") :] if d == "<<<"]
+        timeout = load_recording(recordings, "inbound-digits-timeout.esl")
+        self.setvar_ok = self._api_body(timeout, "api uuid_setvar ")
+        self.digits_timeout = self._app_done(timeout, "play_and_get_digits")
+        early = load_recording(recordings, "inbound-kill-before-answer.esl")
+        self.early_kill_park_done = self._app_done(early, "park")
+        self.early_kill_hangup = self._event(early, "CHANNEL_HANGUP_COMPLETE")
+        # respond <status> before answer: its completion, park's, the hangup (by status)
+        self.respond: dict[str, tuple[bytes, bytes, bytes]] = {}
+        for name in ("inbound-reject.esl", "inbound-respond-503.esl", "inbound-respond-480.esl"):
+            frames = load_recording(recordings, name)
+            done = self._app_done(frames, "respond")
+            status = unquote(_header(_split(done)[1], "Application-Data"))
+            self.respond[status] = (
+                done,
+                self._app_done(frames, "park"),
+                self._event(frames, "CHANNEL_HANGUP_COMPLETE"),
+            )
+
+    @staticmethod
+    def _sent(frames: list[tuple[str, bytes]], command: str) -> int:
+        """Where the first command sent that starts with ``command`` is."""
+        prefix = command.encode()
+        return next(i for i, (d, f) in enumerate(frames) if d == ">>>" and f.startswith(prefix))
+
+    @classmethod
+    def _reply(cls, frames: list[tuple[str, bytes]], command: str) -> bytes:
+        """FreeSWITCH's reply to the first command sent that starts with ``command`` (the
+        recordings send one command at a time)."""
+        return next(
+            f
+            for d, f in frames[cls._sent(frames, command) :]
+            if d == "<<<" and _header(f, "Content-Type") in ("api/response", "command/reply")
+        )
+
+    @classmethod
+    def _api_body(cls, frames: list[tuple[str, bytes]], command: str) -> str:
+        return _split(cls._reply(frames, command))[1].decode()
 
     @staticmethod
     def _event(frames: list[tuple[str, bytes]], name: str) -> bytes:
@@ -139,7 +185,7 @@ class Channel:
     did: str
     caller: str
     call_id: str
-    headers: dict[str, str]
+    headers: dict[str, list[str]]  # each INVITE header's values, in order
     digits: str | None
     state: str = "parked"  # parked | answered | gone
     infos: list[dict[str, object]] = field(default_factory=list)
@@ -154,6 +200,11 @@ def _header(frame: bytes, name: str) -> str:
 
 def _encode(value: str) -> str:
     return quote(value, safe="/,")
+
+
+def _joined(values: list[str]) -> str:
+    """A header's values as one channel variable (recorded: ``ARRAY::a|:b|:c``)."""
+    return values[0] if len(values) == 1 else "ARRAY::" + "|:".join(values)
 
 
 class EslDouble:
@@ -231,30 +282,40 @@ class EslDouble:
     async def park(
         self,
         did: str = "15550001000",
-        headers: dict[str, str] | None = None,
+        headers: Mapping[str, str | list[str]] | None = None,
         caller: str = "+16505550100",
         digits: str | None = None,
+        info_enabled: bool = True,
     ) -> str:
-        """A new call parked by the dialplan: emits its CHANNEL_PARK; returns its UUID."""
+        """A new call parked by the dialplan: emits its CHANNEL_PARK; returns its UUID.
+
+        A header given a list was sent that many times. ``info_enabled=False``: the dialplan
+        did not set ``fs_send_unsupported_info``.
+        """
         channel = Channel(
             uuid=str(uuidlib.uuid4()),
             did=did,
             caller=caller,
             call_id=f"{uuidlib.uuid4().hex[:16]}@ringcx",
-            headers=headers or {},
+            headers={k: [v] if isinstance(v, str) else v for k, v in (headers or {}).items()},
             digits=digits,
         )
         self.channels[channel.uuid] = channel
         park = self._rec.park
+        # as recorded (inbound-digits-timeout.esl): an X- header's later values are
+        # sip_h_<Name>-1, -2, ...; every header's values are one sip_i_ variable, ARRAY-joined
         extra = "".join(
-            f"variable_sip_h_{name}: {_encode(value)}\n"
-            for name, value in channel.headers.items()
+            f"variable_sip_h_{name}{f'-{n}' if n else ''}: {_encode(value)}\n"
+            for name, values in channel.headers.items()
             if name.lower().startswith("x-")
+            for n, value in enumerate(values)
         ) + "".join(
-            f"variable_sip_i_{name.lower().replace('-', '_')}: {_encode(value)}\n"
-            for name, value in channel.headers.items()
+            f"variable_sip_i_{name.lower().replace('-', '_')}: {_encode(_joined(values))}\n"
+            for name, values in channel.headers.items()
         )
         park = park.replace(b"variable_switch_r_sdp: ", extra.encode() + b"variable_switch_r_sdp: ")
+        if not info_enabled:
+            park = re.sub(rb"^variable_fs_send_unsupported_info: .*\n", b"", park, flags=re.M)
         self._emit(channel, park)
         return channel.uuid
 
@@ -293,8 +354,9 @@ class EslDouble:
                 command = data.decode().rstrip("\n")
                 self.received.append((time.perf_counter(), command))
                 if not authed:
-                    # NOT RECORDED: FreeSWITCH's answer to a wrong password; we hang up.
                     if command != f"auth {self.password}":
+                        for frame in self._rec.auth_refused:  # -ERR invalid, then goodbye
+                            writer.write(frame)
                         break
                     authed = True
                     writer.write(self._rec.auth_ok)
@@ -351,8 +413,14 @@ class EslDouble:
             )
             self._broadcast(self._with_body(job_frame, body.encode()))
         elif verb == "sendmsg":
+            channel = self.channels.get(rest)
+            if channel is None or channel.state == "gone":
+                writer.write(
+                    self._rec.sendmsg_missing.replace(self._rec.missing_uuid, rest.encode())
+                )
+                return
             writer.write(self._rec.sendmsg_ok)
-            self._execute(self.channels.get(rest), headers)
+            self._execute(channel, headers)
         else:
             raise AssertionError(f"the double has no recording for {command!r}")
 
@@ -368,15 +436,15 @@ class EslDouble:
                 return "+OK\n"
             case "global_getvar":
                 return self.global_vars.get(args, "")
-            case "uptime":  # NOT RECORDED: FreeSWITCH's seconds since it started
-                return "3600\n"
+            case "uptime":  # seconds since FreeSWITCH started
+                return self._rec.uptime
             case "show":
                 return self._channel_listing()
+            case "uuid_setvar":
+                return self._rec.setvar_ok if alive else self._rec.setvar_missing
             case "uuid_answer":
                 if not alive:
-                    return (
-                        "-ERROR\n"  # NOT RECORDED for a missing channel (recorded: failed answer)
-                    )
+                    return self._rec.answer_missing
                 assert channel is not None
                 if channel.state == "parked":
                     channel.state = "answered"
@@ -399,25 +467,26 @@ class EslDouble:
                     return "-ERR No such channel!\n"
                 assert channel is not None
                 cause = words[1] if len(words) > 1 else "NORMAL_CLEARING"
-                asyncio.get_running_loop().call_soon(
-                    self._gone, channel, cause, self._rec.kill_park_done, self._rec.kill_hangup
+                ending = (
+                    (self._rec.early_kill_park_done, self._rec.early_kill_hangup)
+                    if channel.state == "parked"  # before answer: the caller got 480
+                    else (self._rec.kill_park_done, self._rec.kill_hangup)
                 )
+                asyncio.get_running_loop().call_soon(self._gone, channel, cause, *ending)
                 return "+OK\n"
         raise AssertionError(f"the double has no recording for api {command!r}")
 
-    def _execute(self, channel: Channel | None, headers: dict[str, str]) -> None:
-        assert channel is not None, "NOT RECORDED: sendmsg to an unknown channel"
+    def _execute(self, channel: Channel, headers: dict[str, str]) -> None:
         app, arg, event_uuid = (
             headers["execute-app-name"],
             headers.get("execute-app-arg", ""),
             headers["Event-UUID"],
         )
         if app == "respond":
-            assert arg == "404 Not Found", f"NOT RECORDED: respond {arg}"
-            self._emit(channel, self._rec.respond_done, app_uuid=event_uuid)
-            self._gone(
-                channel, "UNALLOCATED_NUMBER", self._rec.reject_park_done, self._rec.reject_hangup
-            )
+            assert arg in self._rec.respond, f"NOT RECORDED: respond {arg}"
+            done, park_done, hangup = self._rec.respond[arg]
+            self._emit(channel, done, app_uuid=event_uuid)
+            self._gone(channel, _header(hangup, "Hangup-Cause"), park_done, hangup)
             return
         done = {
             "playback": self._rec.playback_done,
@@ -439,9 +508,8 @@ class EslDouble:
                 done = done.replace(
                     b"variable_bot_digit: 7", f"variable_{variable}: {channel.digits}".encode()
                 )
-            else:
-                # NOT RECORDED: play_and_get_digits timing out; we drop the digit variable.
-                done = re.sub(rb"variable_bot_digit: 7\n", b"", done)
+            else:  # it timed out: read_result failure, no digits variable
+                done = self._rec.digits_timeout
         self._emit(channel, done, app_uuid=event_uuid)
 
     def _dtmf(self, digit: str) -> bytes:
@@ -463,7 +531,7 @@ class EslDouble:
             if c.state != "gone"
         ]
         if not rows:
-            return '{"row_count":0}\n'  # NOT RECORDED: the listing with no channels
+            return self._rec.no_channels  # not the same JSON layout as with rows (recorded)
         return json.dumps({"row_count": len(rows), "rows": rows}, separators=(",", ":")) + "\n"
 
     # -- frames ------------------------------------------------------------------------

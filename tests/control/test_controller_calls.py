@@ -225,6 +225,55 @@ async def test_digit_during_collect_is_not_also_on_dtmf(double: EslDouble, contr
     assert bots.Collect.seen == [("hangup", Outcome.SUCCESS)]  # no ("dtmf", "3")
 
 
+async def test_collect_digits_timing_out_returns_no_digit(double: EslDouble, controller_on) -> None:
+    """No digit: the recorded completion (read_result failure, no digits variable) makes
+    collect_digits() return an empty string."""
+    await controller_on()
+    uuid = await double.park(headers={"X-Bot-Id": "Collect"})
+    await double.wait_for(lambda: len(double.channels[uuid].infos) == 1)
+    assert double.channels[uuid].infos == [{"digit": "", "final": True}]
+
+
+async def test_the_controller_enables_info_when_the_dialplan_did_not(
+    double: EslDouble, controller_on
+) -> None:
+    """CHANNEL_PARK without fs_send_unsupported_info: uuid_setvar (recorded +OK), then the
+    call goes on."""
+    controller = await controller_on()
+    uuid = await double.park(headers={"X-Bot-Id": "TwoUpdates"}, info_enabled=False)
+    await double.wait_for(lambda: len(double.channels[uuid].infos) == 3)
+    await double.caller_hangup(uuid)
+    assert (await ended(controller, uuid)).outcome is Outcome.SUCCESS
+    assert double.commands(f"api uuid_setvar {uuid} fs_send_unsupported_info true")
+
+
+async def test_answer_refused_for_a_missing_channel_fails_the_call(
+    double: EslDouble, controller_on
+) -> None:
+    """The channel is gone before uuid_answer (recorded ``-ERROR``): the call ends Failed
+    with that reply as its error."""
+    controller = await controller_on()
+    uuid = await double.park(headers={"X-Bot-Id": "TwoUpdates"})
+    double.vanish(uuid)  # before the controller reads the park: no event ever tells it
+    record = await ended(controller, uuid)
+    assert record.outcome is Outcome.FAILED
+    assert "uuid_answer: -ERROR" in (record.error or "")
+    assert record.answered_at is None
+
+
+async def test_headers_sent_twice_reach_the_bot_in_order(double: EslDouble, controller_on) -> None:
+    """An INVITE header sent three times (recorded form): every value, first one first."""
+    controller = await controller_on()
+    uuid = await double.park(headers={"X-Bot-Id": "LongPlay", "X-Dup": ["a", "b c", "d"]})
+    await double.wait_for(lambda: controller.calls.get(uuid) is not None)
+    call = controller.calls.get(uuid)
+    assert call is not None
+    assert call.headers.getall("x-dup") == ["a", "b c", "d"]
+    assert call.invite.header("X-Dup") == "a"
+    assert "X-Dup-1" not in call.headers  # FreeSWITCH's sip_h_X-Dup-1 is no header
+    await double.caller_hangup(uuid)
+
+
 async def test_demo_bot_intent_follows_digit(double: EslDouble, controller_on) -> None:
     """The demo bot: answer, prompt + one digit, one update, final intent for that digit."""
     controller = await controller_on(routing={"default_bot": "demo"})

@@ -97,6 +97,28 @@ async def test_connection_drop_ends_calls_as_failed(double: EslDouble, controlle
     assert double.global_vars["ivagate_ready"] == "true"
 
 
+async def test_outage_that_left_no_channel_ends_every_call_failed(
+    double: EslDouble, controller_on
+) -> None:
+    """Every call ended during the outage: the recorded empty listing (no ``rows``), no
+    uuid_kill, all Failed, and the node is ready again."""
+    double.media_seconds = 30
+    controller = await controller_on()
+    uuids = [await double.park(headers={"X-Bot-Id": "LongPlay"}) for _ in range(2)]
+    await double.wait_for(lambda: all(double.channels[u].pending for u in uuids))
+    double.refuse = True
+    await double.drop()
+    await double.wait_for(lambda: not controller.connected)
+    for uuid in uuids:
+        double.vanish(uuid)
+    double.refuse = False
+    await double.wait_for(lambda: controller.ready)
+    records = [await record_of(controller, uuid, double) for uuid in uuids]
+    assert double.commands("api show channels as json")
+    assert not double.commands("api uuid_kill")
+    assert [r.outcome for r in records] == [Outcome.FAILED] * 2
+
+
 async def test_reconnects_with_backoff_while_refused(double: EslDouble, controller_on) -> None:
     """While FreeSWITCH refuses connections the controller keeps retrying, then recovers."""
     controller = await controller_on()

@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+import re
 import threading
 from collections.abc import AsyncIterator
 
 import pytest
 
-from ivagate.esl import EslClient, EslDisconnected, EslTimeout
-from ivagate.events import ChannelPark, EslEvent
+from ivagate.esl import EslClient, EslCommandError, EslDisconnected, EslTimeout
+from ivagate.events import ChannelHangupComplete, ChannelPark, EslEvent
 from ivagate.info import encode_info, send_info_command
 from ivagate.settings import EslSettings
 from ivagate_kit.esl_double import EslDouble
+
+MISSING = "00000000-0000-0000-0000-000000000000"  # no such channel
 
 
 class Listener:
@@ -194,3 +198,74 @@ async def test_listener_failure_keeps_the_connection(double: EslDouble, client) 
     await double.park()
     await double.wait_for(lambda: len(listener.events) == 2)
     assert listener.downs == 0 and esl.connected
+
+
+async def test_a_wrong_password_is_refused_and_retried(
+    double: EslDouble, caplog: pytest.LogCaptureFixture
+) -> None:
+    """FreeSWITCH's recorded refusal (``-ERR invalid``, a disconnect notice, then it closes):
+    never connected, retried with backoff, logged as an auth failure without the password."""
+    caplog.set_level(logging.WARNING, logger="ivagate.esl")
+    password = "not-the-password-7f3a"
+    settings = EslSettings(
+        port=double.port, password=password, reply_timeout=0.5, reconnect_min=0.05
+    )
+    esl, listener = EslClient(settings), Listener()
+    await esl.start(listener)
+    await double.wait_for(lambda: double.connections >= 3)
+    await esl.close()
+    assert listener.ups == 0
+    assert caplog.text.count("EslCommandError('auth')") >= 2  # the reply was read, each time
+    assert password not in caplog.text
+
+
+async def test_recorded_replies_about_a_missing_channel(double: EslDouble, client) -> None:
+    """What FreeSWITCH answered about a channel that does not exist: the replies come back
+    as they are, and ``execute`` fails at once instead of awaiting a completion."""
+    esl, _ = client
+    assert await esl.api(f"uuid_answer {MISSING}") == "-ERROR\n"
+    assert await esl.bgapi(f"uuid_answer {MISSING}") == "-ERROR\n"
+    assert await esl.api(f"uuid_setvar {MISSING} fs_send_unsupported_info true") == (
+        "-ERR No such channel!\n"
+    )
+    with pytest.raises(EslCommandError, match=re.escape(f"-ERR invalid session id [{MISSING}]")):
+        await asyncio.wait_for(esl.execute(MISSING, "playback", "silence_stream://250"), 5)
+    assert re.fullmatch(r"\d+\n", await esl.api("uptime"))  # the liveness probe's answer
+
+
+async def test_recorded_replies_about_a_channel_that_hung_up(double: EslDouble, client) -> None:
+    """After the caller's BYE: ``bgapi uuid_send_info`` and ``sendmsg`` as recorded."""
+    esl, _ = client
+    uuid = await double.park()
+    await double.caller_hangup(uuid)
+    body = encode_info({"intent": "late"}, final=True, max_bytes=16384)
+    assert await esl.bgapi(send_info_command(uuid, body)) == "-ERR Operation Failed\n"
+    with pytest.raises(EslCommandError, match=re.escape(f"-ERR invalid session id [{uuid}]")):
+        await asyncio.wait_for(esl.execute(uuid, "playback", "silence_stream://250"), 5)
+
+
+@pytest.mark.parametrize(
+    ("status", "cause"),
+    [
+        ("404 Not Found", "UNALLOCATED_NUMBER"),
+        ("503 Service Unavailable", "NORMAL_TEMPORARY_FAILURE"),
+        ("480 Temporarily Unavailable", "NO_USER_RESPONSE"),
+        (None, "NORMAL_CLEARING"),  # uuid_kill: the caller got 480
+    ],
+)
+async def test_ending_a_call_before_answer_as_recorded(
+    double: EslDouble, client, status: str | None, cause: str
+) -> None:
+    """``respond <status>`` or ``uuid_kill`` before answer: the recorded hangup cause, and a
+    disposition that does not say the caller hung up."""
+    esl, listener = client
+    uuid = await double.park()
+    if status is None:
+        assert await esl.api(f"uuid_kill {uuid} NORMAL_CLEARING") == "+OK\n"
+    else:
+        assert (await esl.execute(uuid, "respond", status)).hangup_cause == cause
+    await double.wait_for(
+        lambda: any(isinstance(e, ChannelHangupComplete) for e in listener.events)
+    )
+    hangup = next(e for e in listener.events if isinstance(e, ChannelHangupComplete))
+    assert (hangup.uuid, hangup.hangup_cause, hangup.disposition) == (uuid, cause, "send_refuse")

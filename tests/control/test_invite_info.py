@@ -83,15 +83,14 @@ def test_edge_headers_name_transport_and_source() -> None:
 
 
 def test_repeated_header_array_is_split() -> None:
-    """A header sent twice (FreeSWITCH's ARRAY::a|:b form) becomes two values."""
-    value = quote("ARRAY::SIP/2.0/UDP 10.0.0.1|:SIP/2.0/UDP 10.0.0.2", safe="/")
-    text = f"variable_sip_i_via: {value}"
-    assert decode_invite_headers(text).getall("Via") == [
-        "SIP/2.0/UDP 10.0.0.1",
-        "SIP/2.0/UDP 10.0.0.2",
-    ]
-    park = parse_event(f"Event-Name: CHANNEL_PARK\n{text}")
-    assert Invite.from_park(park).header("via") == "SIP/2.0/UDP 10.0.0.1"  # type: ignore[arg-type]
+    """X-Dup sent three times (recorded): FreeSWITCH's one ``ARRAY::a|:b|:c`` variable
+    becomes three values in order; its ``sip_h_X-Dup-1``, ``-2`` variables are no headers."""
+    park = recorded_park("inbound-digits-timeout.esl")
+    assert "variable_sip_h_X-Dup-1: second" in park.text
+    invite = Invite.from_park(park)
+    assert invite.headers.getall("X-Dup") == ["first", "second", "third"]
+    assert invite.header("x-dup") == "first"
+    assert not [name for name in invite.headers if name.lower().startswith("x-dup-")]
 
 
 def test_info_command_matches_recording() -> None:
