@@ -1,7 +1,7 @@
 """Record what a real FreeSWITCH says on its event socket, in the format of the recordings.
 
-Starts FreeSWITCH on this tree (``fs_node.live_freeswitch``: a random 127.x address, its own
-event-socket port and password), talks to the event socket over a raw TCP socket, and writes
+Starts FreeSWITCH on this tree (``support.freeswitch.live_freeswitch``: a random 127.x address,
+its own event-socket port and password), talks to the event socket over a raw TCP socket, and writes
 every byte both ways to ``OUT_DIR/<scenario>.esl`` (format: tests/fixtures/freeswitch-1.10.12/
 README.md). Calls are placed with the kit's emulator; what each caller got is printed.
 
@@ -24,12 +24,11 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from fs_node import LiveNode, live_freeswitch
 from multidict import MultiDict
 
 from ivagate.events import SUBSCRIBED_EVENTS
 from ivagate_kit import CallPlan, CallReport, run_call
-from support.freeswitch import find_binary
+from support.freeswitch import LiveNode, find_binary, live_freeswitch
 
 MISSING = "00000000-0000-0000-0000-000000000000"  # a channel UUID that does not exist
 WAIT = 15.0  # seconds for any frame awaited
@@ -270,6 +269,7 @@ async def record(out_dir: Path, names: list[str]) -> None:
     binary = find_binary()
     if binary is None:
         raise SystemExit("no FreeSWITCH binary found (see tests/support/freeswitch.py)")
+    out_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as work, live_freeswitch(binary, None, Path(work)) as node:
         for name in names:
             await SCENARIOS[name](node, out_dir / f"{name}.esl")
