@@ -269,7 +269,6 @@ async def record(out_dir: Path, names: list[str]) -> None:
     binary = find_binary()
     if binary is None:
         raise SystemExit("no FreeSWITCH binary found (see tests/support/freeswitch.py)")
-    out_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as work, live_freeswitch(binary, None, Path(work)) as node:
         for name in names:
             await SCENARIOS[name](node, out_dir / f"{name}.esl")
@@ -278,4 +277,5 @@ async def record(out_dir: Path, names: list[str]) -> None:
 
 if __name__ == "__main__":
     out_dir, *wanted = sys.argv[1:]
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
     asyncio.run(record(Path(out_dir), wanted or list(SCENARIOS)))
