@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Mapping
 
 import pytest
-from fs_node import LiveNode, live_freeswitch
 from fs_tree import SITE_ENV, Assembly, assemble
 
 from support.freeswitch import SKIP_REASON, find_binary, find_image
+from support.fs_node import LiveNode, live_freeswitch
 
 
 @pytest.fixture

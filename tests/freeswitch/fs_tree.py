@@ -20,6 +20,8 @@ from pathlib import Path
 
 from lxml import etree
 
+from support.freeswitch import CONF_DIR
+
 __all__ = [
     "BUILTIN_VARIABLES",
     "CONF_DIR",
@@ -28,8 +30,6 @@ __all__ = [
     "assemble",
     "run_dialplan",
 ]
-
-CONF_DIR = Path(__file__).resolve().parents[2] / "freeswitch"
 
 # Variables FreeSWITCH computes before reading vars.xml (values are stand-ins for tests).
 BUILTIN_VARIABLES = {

@@ -16,7 +16,6 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from fs_node import LiveNode
 from pydantic import SecretStr
 
 from ivagate.esl import EslClient
@@ -24,6 +23,7 @@ from ivagate.events import EslEvent
 from ivagate.info import encode_info, send_info_command
 from ivagate.settings import EslSettings
 from ivagate_kit import CallPlan, CallReport, run_call
+from support.fs_node import LiveNode
 
 pytestmark = pytest.mark.freeswitch
 

@@ -15,9 +15,10 @@ import shutil
 import subprocess
 from pathlib import Path
 
-__all__ = ["SKIP_REASON", "find_binary", "find_image"]
+__all__ = ["CONF_DIR", "SKIP_REASON", "find_binary", "find_image"]
 
 REPO = Path(__file__).resolve().parents[2]
+CONF_DIR = REPO / "freeswitch"  # the media node's config tree
 DEFAULT_BINARY = Path("/usr/local/freeswitch/bin/freeswitch")
 HOST_IMAGE = "ivagate/freeswitch:host"
 
