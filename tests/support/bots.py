@@ -14,6 +14,7 @@ __all__ = [
     "Collect",
     "Daydream",
     "FinishOnly",
+    "Gated",
     "LongPlay",
     "Payloads",
     "Silent",
@@ -147,3 +148,16 @@ class Collect(Recording):
         await call.answer()
         digit = await call.collect_digits(1, timeout=2)
         await call.finish({"digit": digit})
+
+
+class Gated(Recording):
+    """Answers, then sends its final intent once the test opens ``go`` (a fresh Event per test)."""
+
+    seen: ClassVar[list[Any]] = []
+    go: ClassVar[asyncio.Event]
+
+    async def on_call_start(self, call: Call) -> None:
+        await call.answer()
+        type(self).seen.append(("answered", call.uuid))
+        await type(self).go.wait()
+        await call.finish({"intent": "Sales"})

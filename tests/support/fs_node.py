@@ -20,12 +20,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+import pytest
 from testcontainers.core.container import DockerContainer
 
 from .edge import EDGE_HOST, free_port
-from .freeswitch import CONF_DIR
+from .freeswitch import CONF_DIR, SKIP_REASON, find_binary, find_image
 
-__all__ = ["LiveNode", "live_freeswitch"]
+__all__ = ["LiveNode", "found_freeswitch", "live_freeswitch"]
 
 
 class Runner(Protocol):
@@ -182,3 +183,15 @@ def live_freeswitch(binary: str | None, image: str | None, work: Path) -> Iterat
         yield node
     finally:
         runner.stop()
+
+
+@contextmanager
+def found_freeswitch(work: Path) -> Iterator[LiveNode]:
+    """The FreeSWITCH ``support.freeswitch`` finds, live on this tree; a skip saying how to
+    provide one when none is found."""
+    binary = find_binary()
+    image = None if binary else find_image()
+    if not (binary or image):
+        pytest.skip(SKIP_REASON)
+    with live_freeswitch(binary, image, work) as node:
+        yield node
