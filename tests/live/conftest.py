@@ -15,9 +15,13 @@ import pytest
 from live_calls import until
 
 from ivagate.controller import Controller
-from support.controller import controller_settings
+from support.controller import TEST_BOTS, controller_settings
 from support.edge import Edge, EdgeSetup, write_certificates
 from support.fs_node import LiveNode, found_freeswitch
+
+# The emulator may not have taken in the 200 OK yet when FreeSWITCH sends an INFO (its loop
+# is this busy one): bots send none before FreeSWITCH has the ACK (support.bots.Recording).
+WAIT_FOR_ACK = {name: {"wait_for_ack": True} for name in TEST_BOTS}
 
 
 @pytest.fixture(scope="module")
@@ -46,6 +50,7 @@ async def start_controller(
     started: list[Controller] = []
 
     async def start(**sections: Any) -> Controller:
+        sections["call"] = {"bot_options": WAIT_FOR_ACK, **sections.get("call", {})}
         controller = Controller(
             controller_settings(freeswitch.esl_port, freeswitch.esl_password, **sections)
         )
