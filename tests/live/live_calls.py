@@ -36,5 +36,8 @@ async def record_of(controller: Controller, report: CallReport) -> CallRecord:
     await until(lambda: controller.calls.get(report.call_id) is not None, "the controller took it")
     session = controller.calls.get(report.call_id)
     assert session is not None
-    await asyncio.wait_for(session.wait_ended(), WITHIN)
+    if not await session.wait_ended(WITHIN):
+        raise AssertionError(
+            f"the controller's call {report.call_id} never ended: {session.record}"
+        )
     return session.record

@@ -32,9 +32,8 @@ async def test_full_call_with_updates_and_final(
     hangs up after the final intent: Success. Over TLS the answer is SRTP."""
     controller = await start_controller()
     report = await call(edge, transport, headers={"X-Bot-Id": "TwoUpdates"})
-    record = await record_of(controller, report)
-
     assert report.ok, report.render()
+    record = await record_of(controller, report)
     assert [(i.content_type, i.json) for i in report.infos] == [
         ("application/json", {"n": 1}),
         ("application/json", {"n": 2, "text": 'it\'s a "quoted" test \\ with backslash'}),
@@ -58,9 +57,8 @@ async def test_caller_hangs_up_mid_bot(edge: Edge, start_controller: StartContro
     bots.LongPlay.seen.clear()
     controller = await start_controller()
     report = await call(edge, headers={"X-Bot-Id": "LongPlay"}, bye=1.0)
-    record = await record_of(controller, report)
-
     assert report.ok, report.render()
+    record = await record_of(controller, report)
     assert report.infos == [] and report.bye_status == 200
     assert record.outcome is Outcome.DISCONNECTED, record
     await until(lambda: ("hangup", Outcome.DISCONNECTED) in bots.LongPlay.seen, "on_hangup")
@@ -75,15 +73,14 @@ async def test_update_after_hangup_sends_no_info(
     bots.UpdateAfterHangup.hung_up = asyncio.Event()
     controller = await start_controller()
     report = await call(edge, headers={"X-Bot-Id": "UpdateAfterHangup"}, bye=0.5)
+    assert report.ok, report.render()
+    assert report.infos == [] and report.bye_status == 200
     record = await record_of(controller, report)
     bots.UpdateAfterHangup.hung_up.set()
     await until(
         lambda: any(seen[0] == "CallEnded" for seen in bots.UpdateAfterHangup.seen),
         "the bot's late update raised CallEnded",
     )
-
-    assert report.ok, report.render()
-    assert report.infos == [] and report.bye_status == 200
     assert record.outcome is Outcome.DISCONNECTED, record
     assert record.infos == []
 
@@ -96,9 +93,8 @@ async def test_unknown_did_is_refused_404_unanswered(
         routing={"default_bot": None, "dids": {"15550009999": "TwoUpdates"}}
     )
     report = await call(edge, did="15550001000", expect=404)
-    record = await record_of(controller, report)
-
     assert report.ok, report.render()
+    record = await record_of(controller, report)
     assert report.invite_status == 404
     assert record.outcome is Outcome.FAILED, record
     assert record.bot is None and "404" in (record.error or "")
@@ -111,14 +107,14 @@ async def test_bot_header_wins_over_the_did(edge: Edge, start_controller: StartC
     controller = await start_controller(routing={"default_bot": None, "dids": {did: "Silent"}})
     by_header = await call(edge, did=did, headers={"X-Bot-Id": "FinishOnly"})
     by_did = await call(edge, did=did, bye="never")
+    assert by_header.ok, by_header.render()
+    assert by_did.ok, by_did.render()
     header_record = await record_of(controller, by_header)
     did_record = await record_of(controller, by_did)
 
-    assert by_header.ok, by_header.render()
     assert [i.json for i in by_header.infos] == [{"intent": "Sales", "final": True}]
     assert header_record.bot == "FinishOnly" and header_record.outcome is Outcome.SUCCESS
     # Silent answers and returns without a final intent: we hang up, Failed
-    assert by_did.ok, by_did.render()
     assert by_did.infos == [] and by_did.bye_from_remote
     assert did_record.bot == "Silent" and did_record.outcome is Outcome.FAILED
     assert did_record.error == "bot returned without a final intent"
@@ -132,9 +128,8 @@ async def test_final_without_bye_we_hang_up(
     BYE reaches it (over its own connection on TLS); the call is still a Success."""
     controller = await start_controller(call={"final_bye_timeout": 0.5})
     report = await call(edge, transport, headers={"X-Bot-Id": "FinishOnly"}, bye="never")
-    record = await record_of(controller, report)
-
     assert report.ok, report.render()
+    record = await record_of(controller, report)
     assert [i.json for i in report.infos] == [{"intent": "Sales", "final": True}]
     assert report.bye_from_remote and report.bye_status is None
     assert record.outcome is Outcome.SUCCESS, record

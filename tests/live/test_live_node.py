@@ -38,13 +38,13 @@ async def test_drain_refuses_new_calls_and_lets_active_ones_finish(
     refused = await call(edge, headers={"X-Bot-Id": "Gated"}, expect=503)
     bots.Gated.go.set()
     finished = await active
-    record = await record_of(controller, finished)
-    await asyncio.wait_for(controller.wait_idle(), 10)
 
     assert refused.ok, refused.render()
     assert refused.invite_status == 503
     assert controller.calls.get(refused.call_id) is None
     assert finished.ok, finished.render()
+    record = await record_of(controller, finished)
+    await asyncio.wait_for(controller.wait_idle(), 10)
     assert [i.json for i in finished.infos] == [{"intent": "Sales", "final": True}]
     assert record.outcome is Outcome.SUCCESS, record
     assert controller.draining and not controller.ready
@@ -63,7 +63,7 @@ async def test_freeswitch_restarted_under_the_controller(
 
     assert (await controller.esl.api("global_getvar ivagate_ready")).strip() == "true"
     report = await call(edge, headers={"X-Bot-Id": "TwoUpdates"})
-    record = await record_of(controller, report)
     assert report.ok, report.render()
+    record = await record_of(controller, report)
     assert [i.json for i in report.infos][-1] == {"intent": "Sales", "final": True}
     assert record.outcome is Outcome.SUCCESS, record
