@@ -52,6 +52,28 @@ async def test_full_call_with_updates_and_final(
     assert record.hangup_cause == "NORMAL_CLEARING"
 
 
+async def test_concurrent_calls_each_get_their_own_infos(
+    edge: Edge, start_controller: StartController
+) -> None:
+    """Nine calls at once, three per transport: each caller gets its own three INFOs, each
+    call is a Success. (This load is where the emulator, sharing the busy loop, answered
+    INFOs sent before its ACK with 481: support.bots.Recording waits for the ACK.)"""
+    controller = await start_controller()
+    transports: list[TransportName] = ["udp", "tcp", "tls"] * 3
+    reports = await asyncio.gather(
+        *(call(edge, t, headers={"X-Bot-Id": "TwoUpdates"}) for t in transports)
+    )
+    for report in reports:
+        assert report.ok, report.render()
+        assert len(report.infos) == 3 and report.infos[-1].json == {
+            "intent": "Sales",
+            "final": True,
+        }
+    records = [await record_of(controller, report) for report in reports]
+    assert [r.outcome for r in records] == [Outcome.SUCCESS] * len(transports)
+    assert [r.transport for r in records] == transports
+
+
 async def test_caller_hangs_up_mid_bot(edge: Edge, start_controller: StartController) -> None:
     """The caller's BYE during a playback: the bot's play() raises CallEnded, Disconnected."""
     bots.LongPlay.seen.clear()
