@@ -42,7 +42,8 @@ from pathlib import Path
 
 import psutil
 from tests.support.edge import CALLER, Edge, EdgeSetup, start_caller, write_certificates
-from tests.support.freeswitch import CONF_DIR, LiveNode, find_binary, live_freeswitch
+from tests.support.freeswitch import CONF_DIR, find_binary
+from tests.support.fs_node import LiveNode, live_freeswitch
 
 from benchmarks.controller import Controller, controller_process
 from ivagate_kit import CallPlan, run_load

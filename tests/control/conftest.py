@@ -12,23 +12,8 @@ import uvloop
 from ivagate.controller import Controller
 from ivagate.settings import Settings
 from ivagate_kit.esl_double import EslDouble
+from support.controller import controller_settings
 from support.recordings import ESL_RECORDINGS
-
-TEST_BOTS = {
-    name: f"support.bots:{name}"
-    for name in (
-        "TwoUpdates",
-        "LongPlay",
-        "UpdateAfterHangup",
-        "Broken",
-        "BrokenInit",
-        "Collect",
-        "Daydream",
-        "FinishOnly",
-        "Payloads",
-        "Silent",
-    )
-}
 
 
 def pytest_asyncio_loop_factories(
@@ -49,13 +34,7 @@ async def double() -> AsyncIterator[EslDouble]:
 
 def make_settings(double: EslDouble, **sections: Any) -> Settings:
     """Settings for a controller on ``double``: fast timers, the test bots registered."""
-    esl = {"host": "127.0.0.1", "port": double.port, "password": double.password}
-    esl.update(reply_timeout=2.0, reconnect_min=0.05, reconnect_max=0.2)
-    call = {"bots": TEST_BOTS, "final_bye_timeout": 2.0, "drain_timeout": 2.0}
-    call.update(sections.pop("call", {}))
-    routing = {"bot_header": "X-Bot-Id", "default_bot": "TwoUpdates"}
-    routing.update(sections.pop("routing", {}))
-    return Settings(esl=esl, call=call, routing=routing, **sections)
+    return controller_settings(double.port, double.password, **sections)
 
 
 @pytest.fixture

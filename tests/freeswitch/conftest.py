@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterator, Mapping
 import pytest
 from fs_tree import SITE_ENV, Assembly, assemble
 
-from support.freeswitch import SKIP_REASON, LiveNode, find_binary, find_image, live_freeswitch
+from support.fs_node import LiveNode, found_freeswitch
 
 
 @pytest.fixture
@@ -24,9 +24,5 @@ def tree() -> Callable[..., Assembly]:
 @pytest.fixture(scope="module")
 def live_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveNode]:
     """A real FreeSWITCH for the module's tests, or a skip saying how to provide one."""
-    binary = find_binary()
-    image = None if binary else find_image()
-    if not (binary or image):
-        pytest.skip(SKIP_REASON)
-    with live_freeswitch(binary, image, tmp_path_factory.mktemp("freeswitch")) as node:
+    with found_freeswitch(tmp_path_factory.mktemp("freeswitch")) as node:
         yield node

@@ -1,6 +1,6 @@
 """Record what a real FreeSWITCH says on its event socket, in the format of the recordings.
 
-Starts FreeSWITCH on this tree (``support.freeswitch.live_freeswitch``: a random 127.x address,
+Starts FreeSWITCH on this tree (``support.fs_node.live_freeswitch``: a random 127.x address,
 its own event-socket port and password), talks to the event socket over a raw TCP socket, and writes
 every byte both ways to ``OUT_DIR/<scenario>.esl`` (format: tests/fixtures/freeswitch-1.10.12/
 README.md). Calls are placed with the kit's emulator; what each caller got is printed.
@@ -28,7 +28,8 @@ from multidict import MultiDict
 
 from ivagate.events import SUBSCRIBED_EVENTS
 from ivagate_kit import CallPlan, CallReport, run_call
-from support.freeswitch import LiveNode, find_binary, live_freeswitch
+from support.freeswitch import find_binary
+from support.fs_node import LiveNode, live_freeswitch
 
 MISSING = "00000000-0000-0000-0000-000000000000"  # a channel UUID that does not exist
 WAIT = 15.0  # seconds for any frame awaited

@@ -23,7 +23,7 @@ from ivagate.events import EslEvent
 from ivagate.info import encode_info, send_info_command
 from ivagate.settings import EslSettings
 from ivagate_kit import CallPlan, CallReport, run_call
-from support.freeswitch import LiveNode
+from support.fs_node import LiveNode
 
 pytestmark = pytest.mark.freeswitch
 

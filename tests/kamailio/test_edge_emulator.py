@@ -7,9 +7,9 @@ import json
 from collections.abc import Callable
 
 import pytest
-from tests.support.edge import CALLER, NODE_HOSTS, Edge, free_port
+from tests.support.edge import CALLER, NODE_HOSTS, Edge, emulator_plan, free_port
 
-from ivagate_kit import CallPlan, run_call
+from ivagate_kit import run_call
 from ivagate_kit.media_node import MediaNode, NodeScript
 from ivagate_kit.transport import TransportName
 
@@ -28,11 +28,6 @@ def node_uri(node: MediaNode) -> str:
     return f"sip:{node.host}:{node.requested_port}{suffix}"
 
 
-def plan(edge: Edge, transport: TransportName, **fields: object) -> CallPlan:
-    target = edge.tls if transport == "tls" else edge.sip
-    return CallPlan(target=target, transport=transport, local_host=CALLER, timeout=15, **fields)  # type: ignore[arg-type]
-
-
 async def test_tls_call_with_srtp_offer_reaches_node_untouched(
     start_edge: Callable[..., Edge],
 ) -> None:
@@ -40,7 +35,7 @@ async def test_tls_call_with_srtp_offer_reaches_node_untouched(
     node = node_at(infos=INFOS, bye_after=None)
     edge = start_edge(nodes=[node_uri(node)])
     async with node:
-        report = await run_call(plan(edge, "tls", headers={"X-Edge-Transport": "udp"}))
+        report = await run_call(emulator_plan(edge, "tls", headers={"X-Edge-Transport": "udp"}))
     assert report.ok, report.to_dict()
     [invite] = node.invites
     assert invite.headers["X-Edge-Transport"] == "tls"
@@ -59,7 +54,7 @@ async def test_node_requests_ride_the_callers_connection(
     node = node_at(infos=INFOS, bye_after=0.2)
     edge = start_edge(nodes=[node_uri(node)])
     async with node:
-        report = await run_call(plan(edge, transport, bye="never"))
+        report = await run_call(emulator_plan(edge, transport, bye="never"))
     assert report.ok, report.to_dict()
     assert len(report.infos) == 2
     assert report.bye_from_remote
@@ -71,7 +66,7 @@ async def test_crlf_pings_keep_the_call_and_connection(start_edge: Callable[...,
     node = node_at(infos=[{"n": i} for i in range(4)], info_interval=0.5, bye_after=0.2)
     edge = start_edge(nodes=[node_uri(node)])
     async with node:
-        report = await run_call(plan(edge, "tls", bye="never", ping_interval=0.2))
+        report = await run_call(emulator_plan(edge, "tls", bye="never", ping_interval=0.2))
     assert report.ok, report.to_dict()
     assert report.pings_sent >= 5
     assert report.pongs_received >= 1
@@ -88,7 +83,7 @@ async def test_16k_info_over_tls_arrives_whole(
     node = node_at(node_transport, infos=[payload], bye_after=None)
     edge = start_edge(nodes=[node_uri(node)])
     async with node:
-        report = await run_call(plan(edge, "tls"))
+        report = await run_call(emulator_plan(edge, "tls"))
     assert report.ok, report.to_dict()
     assert [info.json for info in report.infos] == [payload]
 
@@ -98,7 +93,7 @@ async def test_tls_hop_to_the_media_node(start_edge: Callable[..., Edge]) -> Non
     node = node_at("tls", infos=INFOS, bye_after=None)
     edge = start_edge(nodes=[node_uri(node)])
     async with node:
-        report = await run_call(plan(edge, "tls"))
+        report = await run_call(emulator_plan(edge, "tls"))
     assert report.ok, report.to_dict()
     assert node.invites[0].headers["X-Edge-Transport"] == "tls"
     assert len(report.infos) == 2

@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from typing import Any, ClassVar
 
 from ivagate.bots.base import Bot, Call, CallEnded, Outcome, PayloadError
+from ivagate.calls.session import CallSession
 
 __all__ = [
     "Broken",
@@ -14,6 +15,7 @@ __all__ = [
     "Collect",
     "Daydream",
     "FinishOnly",
+    "Gated",
     "LongPlay",
     "Payloads",
     "Silent",
@@ -22,10 +24,27 @@ __all__ = [
 ]
 
 
+ACK_WAIT = 10.0  # seconds: FreeSWITCH retransmits its 200 OK for 32 s, then hangs up
+
+
 class Recording(Bot):
-    """Keeps what happened to it on the class, for the test to read."""
+    """Keeps what happened to it on the class, for the test to read.
+
+    Option ``wait_for_ack``: ``answer()`` returns only once FreeSWITCH has the caller's ACK.
+    A real FreeSWITCH sends an INFO the moment it is asked, ACK or not; a caller that has not
+    yet taken in the 200 OK answers it 481 "unknown dialog" and the INFO is lost. The kit's
+    emulator does so when the event loop it shares with the controller is busy (seen under
+    load: INFO received after the 200 OK but before the emulator resumed to build its
+    dialog and ACK). FreeSWITCH copies the ACK's headers into the channel: ``sip_to_tag``,
+    unset after the INVITE, is set by the ACK, which the caller sends once its dialog exists.
+    """
 
     seen: ClassVar[list[Any]] = []
+
+    async def answer(self, call: Call) -> None:
+        await call.answer()
+        if self.options.get("wait_for_ack"):
+            await _acked(call)
 
     async def on_hangup(self, call: Call, outcome: Outcome) -> None:
         type(self).seen.append(("hangup", outcome))
@@ -34,11 +53,25 @@ class Recording(Bot):
         type(self).seen.append(("dtmf", digit))
 
 
+async def _acked(call: Call) -> None:
+    """Return once FreeSWITCH has the caller's ACK, or the channel is gone (the next action
+    then raises CallEnded)."""
+    assert isinstance(call, CallSession)  # a bot under the controller: its ESL is at hand
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + ACK_WAIT
+    while loop.time() < deadline:
+        reply = (await call.esl.api(f"uuid_getvar {call.uuid} sip_to_tag")).strip()
+        if reply.startswith("-ERR") or reply not in ("", "_undef_"):
+            return
+        await asyncio.sleep(0.01)
+    raise TimeoutError(f"no ACK reached FreeSWITCH within {ACK_WAIT:g}s of the answer")
+
+
 class TwoUpdates(Recording):
     seen: ClassVar[list[Any]] = []
 
     async def on_call_start(self, call: Call) -> None:
-        await call.answer()
+        await self.answer(call)
         await call.send_update({"n": 1})
         await call.send_update({"n": 2, "text": 'it\'s a "quoted" test \\ with backslash'})
         await call.finish({"intent": "Sales"})
@@ -130,7 +163,7 @@ class FinishOnly(Recording):
     seen: ClassVar[list[Any]] = []
 
     async def on_call_start(self, call: Call) -> None:
-        await call.answer()
+        await self.answer(call)
         try:
             await call.finish({"intent": "Sales"})
         except CallEnded:
@@ -147,3 +180,16 @@ class Collect(Recording):
         await call.answer()
         digit = await call.collect_digits(1, timeout=2)
         await call.finish({"digit": digit})
+
+
+class Gated(Recording):
+    """Answers, then sends its final intent once the test opens ``go`` (a fresh Event per test)."""
+
+    seen: ClassVar[list[Any]] = []
+    go: ClassVar[asyncio.Event]
+
+    async def on_call_start(self, call: Call) -> None:
+        await self.answer(call)
+        type(self).seen.append(("answered", call.uuid))
+        await type(self).go.wait()
+        await call.finish({"intent": "Sales"})

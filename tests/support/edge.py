@@ -28,7 +28,9 @@ from typing import Any
 
 import psutil
 
+from ivagate_kit import CallPlan
 from ivagate_kit.tls import self_signed
+from ivagate_kit.transport import TransportName
 
 __all__ = [
     "CALLER",
@@ -42,6 +44,7 @@ __all__ = [
     "Edge",
     "EdgeSetup",
     "SippRun",
+    "emulator_plan",
     "free_port",
     "start_caller",
     "start_node",
@@ -275,6 +278,13 @@ class Edge:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def emulator_plan(edge: Edge, transport: TransportName, **fields: Any) -> CallPlan:
+    """A call from RingCX's address (CALLER) to ``edge`` over ``transport``, for ``run_call``."""
+    target = edge.tls if transport == "tls" else edge.sip
+    fields.setdefault("timeout", 15)
+    return CallPlan(target=target, transport=transport, local_host=CALLER, **fields)
 
 
 class ConnectionSpy:

@@ -1,0 +1,64 @@
+"""The live suite: the real Kamailio edge, the real FreeSWITCH behind it, the controller on it.
+
+All three run on loopback as in production (kamailio.cfg and the freeswitch/ tree as shipped,
+each as a process); the controller runs in the test's own event loop so a test can read its
+call records. Each module gets its own edge and FreeSWITCH; each test its own controller, so
+a test's routing and timers are its own and nothing it leaves behind reaches the next one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from typing import Any
+
+import pytest
+from live_calls import until
+
+from ivagate.controller import Controller
+from support.controller import TEST_BOTS, controller_settings
+from support.edge import Edge, EdgeSetup, write_certificates
+from support.fs_node import LiveNode, found_freeswitch
+
+# The emulator may not have taken in the 200 OK yet when FreeSWITCH sends an INFO (its loop
+# is this busy one): bots send none before FreeSWITCH has the ACK (support.bots.Recording).
+WAIT_FOR_ACK = {name: {"wait_for_ack": True} for name in TEST_BOTS}
+
+
+@pytest.fixture(scope="module")
+def freeswitch(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveNode]:
+    """A real FreeSWITCH on this tree, accepting calls from the edge's address only."""
+    with found_freeswitch(tmp_path_factory.mktemp("freeswitch")) as node:
+        yield node
+
+
+@pytest.fixture(scope="module")
+def edge(tmp_path_factory: pytest.TempPathFactory, freeswitch: LiveNode) -> Iterator[Edge]:
+    """The edge as shipped, dispatching to ``freeswitch`` only."""
+    tls_dir = write_certificates(tmp_path_factory.mktemp("edge-tls"))
+    setup = EdgeSetup(nodes=[freeswitch.uri], tls_dir=tls_dir)
+    with Edge(tmp_path_factory.mktemp("edge"), setup) as running:
+        yield running
+
+
+@pytest.fixture
+async def start_controller(
+    freeswitch: LiveNode, edge: Edge
+) -> AsyncIterator[Callable[..., Awaitable[Controller]]]:
+    """``await start_controller(**sections)``: a controller on ``freeswitch`` (settings as in
+    ``support.controller``), returned once it has opened the node's ready gate; stopped
+    (drained, calls ended) after the test."""
+    started: list[Controller] = []
+
+    async def start(**sections: Any) -> Controller:
+        sections["call"] = {"bot_options": WAIT_FOR_ACK, **sections.get("call", {})}
+        controller = Controller(
+            controller_settings(freeswitch.esl_port, freeswitch.esl_password, **sections)
+        )
+        started.append(controller)
+        await controller.start()
+        await until(lambda: controller.ready, "the controller opened the ready gate")
+        return controller
+
+    yield start
+    for controller in started:
+        await controller.stop()
