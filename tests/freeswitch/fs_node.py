@@ -13,7 +13,7 @@ import secrets
 import socket
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -110,10 +110,18 @@ def run_image(image: str, env: dict[str, str], esl_port: int, log_dir: Path) -> 
 
 
 @contextmanager
-def live_freeswitch(binary: str | None, image: str | None, work: Path) -> Iterator[LiveNode]:
+def live_freeswitch(
+    binary: str | None,
+    image: str | None,
+    work: Path,
+    *,
+    edge_cidrs: str = "127.0.0.1/32",
+    env: Mapping[str, str] | None = None,
+) -> Iterator[LiveNode]:
     """FreeSWITCH on this tree, on a random 127.x address, its files under ``work``.
 
-    The edge is 127.0.0.1 only, so calls from 127.0.0.1 are accepted and others refused.
+    The edge is ``edge_cidrs`` (127.0.0.1 only by default), so calls from there are accepted
+    and others refused; ``env`` adds IVAGATE_FS_* settings (TLS, capacity).
     """
     sip_ip = f"127.{random.randint(1, 254)}.{random.randint(1, 254)}.{random.randint(2, 254)}"
     log_dir = work / "log"
@@ -125,10 +133,11 @@ def live_freeswitch(binary: str | None, image: str | None, work: Path) -> Iterat
         "IVAGATE_FS_SIP_PORT": str(free_port(sip_ip, socket.SOCK_DGRAM)),
         "IVAGATE_FS_RTP_PORT_MIN": str(rtp_min),
         "IVAGATE_FS_RTP_PORT_MAX": str(rtp_min + 199),
-        "IVAGATE_FS_EDGE_CIDRS": "127.0.0.1/32",
+        "IVAGATE_FS_EDGE_CIDRS": edge_cidrs,
         "IVAGATE_FS_ESL_PORT": str(free_port("127.0.0.1")),
         "IVAGATE_FS_ESL_PASSWORD": secrets.token_urlsafe(18),
         "IVAGATE_FS_LOG_DIR": str(log_dir),
+        **(env or {}),
     }
     node = LiveNode(
         sip=f"{sip_ip}:{env['IVAGATE_FS_SIP_PORT']}",
