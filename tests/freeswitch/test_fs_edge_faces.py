@@ -24,14 +24,12 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+from fs_esl import esl_session, parked
 from fs_node import LiveNode, live_freeswitch
-from pydantic import SecretStr
-from test_fs_live import Listener, parked
 from tests.support.edge import CALLER, Edge, EdgeSetup, write_certificates
 
 from ivagate.esl import EslClient
 from ivagate.info import encode_info, send_info_command
-from ivagate.settings import EslSettings
 from ivagate_kit import CallPlan, run_call
 from ivagate_kit.tls import self_signed
 from support.freeswitch import SKIP_REASON, find_binary
@@ -98,16 +96,8 @@ def faces_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LiveN
 
 @pytest.fixture
 async def esl(faces_node: tuple[LiveNode, int]) -> AsyncIterator[EslClient]:
-    node = faces_node[0]
-    settings = EslSettings(
-        host="127.0.0.1", port=node.esl_port, password=SecretStr(node.esl_password)
-    )
-    client = EslClient(settings)
-    listener = Listener()
-    await client.start(listener)
-    await asyncio.wait_for(listener.up.wait(), 30)
-    yield client
-    await client.close()
+    async with esl_session(faces_node[0]) as client:
+        yield client
 
 
 def node_uri(node: LiveNode, tls_port: int, transport: str) -> str:
