@@ -18,6 +18,7 @@
 #   IVAGATE_EDGE_TLS_CLIENT_VERIFY  "true": TLS callers need a certificate signed by ca.crt
 #                             (render-site tls --client-verify)
 #   IVAGATE_EDGE_ADVERTISE    address put in Via/Record-Route when the edge is behind NAT
+#   IVAGATE_EDGE_MEDIA_ADDR   the edge's private face toward the media nodes (MEDIA_ADDR)
 #   IVAGATE_EDGE_ALLOW        extra sources allowed to send calls, as RingCX is: addresses or
 #                             CIDRs, separated by spaces or commas (added to RingCX's supernets,
 #                             kamailio/ringcx-networks)
@@ -109,6 +110,7 @@ run() {
 		defines+=(-A WITH_TLS -A "TLS_CONFIG=\"$state/tls.cfg\"")
 	fi
 	[ -z "${IVAGATE_EDGE_ADVERTISE:-}" ] || defines+=(-A "ADVERTISE_ADDR=$IVAGATE_EDGE_ADVERTISE")
+	[ -z "${IVAGATE_EDGE_MEDIA_ADDR:-}" ] || defines+=(-A "MEDIA_ADDR=$IVAGATE_EDGE_MEDIA_ADDR")
 	for define in $(words "${IVAGATE_EDGE_DEFINES:-}"); do
 		defines+=(-A "$define")
 	done

@@ -58,6 +58,13 @@ def _emulate_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--bye", type=_bye, default="final", help="final (default) | never | seconds after 200"
     )
+    p.add_argument(
+        "--refresh",
+        choices=["reinvite", "update"],
+        action="append",
+        default=[],
+        help="mid-call re-INVITE or UPDATE once answered (repeat, in order)",
+    )
     p.add_argument("--ping-interval", type=float, default=2.0, help="seconds; 0 = no pings")
     p.add_argument(
         "--local-host", help="source address to bind (default: the one routing to the target)"
@@ -101,6 +108,7 @@ def main(argv: list[str] | None = None) -> int:
             headers=dict(args.header),
             srtp=args.srtp,
             bye=args.bye,
+            refresh=args.refresh,
             ping_interval=args.ping_interval,
             local_host=local_host,
             tls_verify=args.tls_verify,

@@ -21,7 +21,7 @@ from typing import Any, Literal
 from ivagate_kit.agent import T1, T2, Agent, Trace
 from ivagate_kit.dialog import Dialog
 from ivagate_kit.sdp import build_answer
-from ivagate_kit.sipmsg import SipMessage, new_tag
+from ivagate_kit.sipmsg import NameAddr, SipMessage, new_tag
 from ivagate_kit.tls import client_context, server_context
 from ivagate_kit.transport import (
     Address,
@@ -186,8 +186,25 @@ class MediaNode:
         elif msg.method == "BYE":
             call.ended.set()
             self.agent.reply(msg, msg.response(200), link)
+        elif msg.method in ("INVITE", "UPDATE"):
+            self._on_refresh(msg, link, call.dialog)
         else:
             self.agent.reply(msg, msg.response(200), link)
+
+    def _on_refresh(self, msg: SipMessage, link: Link, dialog: Dialog) -> None:
+        """A re-INVITE or UPDATE: its Contact is the new remote target (RFC 3261 12.2.2), as
+        FreeSWITCH takes it; 200 with our Contact and, for an offer, the answer."""
+        contact = msg.headers.get("Contact")
+        if contact:
+            dialog.remote_target = NameAddr.parse(contact).uri
+        body = ""
+        if msg.body:
+            body = build_answer(msg.body, dialog.sent_by.rpartition(":")[0], MEDIA_PORT)
+        ok = msg.response(200, body=body)
+        ok.headers.add("Contact", dialog.contact)
+        if body:
+            ok.headers.add("Content-Type", "application/sdp")
+        self.agent.reply(msg, ok, link)
 
     def _on_cancel(self, msg: SipMessage, link: Link, call: _NodeCall | None) -> None:
         if call is None or call.answered:

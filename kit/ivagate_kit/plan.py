@@ -7,9 +7,11 @@ from typing import Literal, get_args
 
 from ivagate_kit.transport import Address, TransportName
 
-__all__ = ["ByePolicy", "CallPlan"]
+__all__ = ["ByePolicy", "CallPlan", "Refresh"]
 
 ByePolicy = Literal["final", "never"] | float
+# a mid-call target refresh (session refresh, hold): re-INVITE with the offer again, or UPDATE
+Refresh = Literal["reinvite", "update"]
 
 
 @dataclass
@@ -31,10 +33,14 @@ class CallPlan:
     tls_key: str | None = None
     timeout: float = 30.0  # for the INVITE's answer, then again for the call to end
     expect: int = 200  # the INVITE's expected final status
+    # sent in order once the call is answered, each with RingCX's plain Contact (no alias)
+    refresh: list[Refresh] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if self.transport not in get_args(TransportName):
             raise ValueError(f"transport must be udp, tcp or tls, not {self.transport!r}")
+        if any(r not in get_args(Refresh) for r in self.refresh):
+            raise ValueError(f"refresh must be 'reinvite' or 'update', not {self.refresh!r}")
         if isinstance(self.bye, str) and self.bye not in ("final", "never"):
             raise ValueError(f"bye must be 'final', 'never' or seconds, not {self.bye!r}")
         if not isinstance(self.bye, str) and self.bye < 0:

@@ -19,7 +19,7 @@ from ivagate_kit.dialog import USER_AGENT, Dialog, via_value
 from ivagate_kit.plan import CallPlan
 from ivagate_kit.report import CallReport, ReceivedInfo
 from ivagate_kit.sdp import answer_problems, build_offer
-from ivagate_kit.sipmsg import SipMessage, new_tag
+from ivagate_kit.sipmsg import NameAddr, SipMessage, new_tag
 from ivagate_kit.tls import client_context
 from ivagate_kit.transport import PING, Link, Listener, close_link, connect, listen
 
@@ -104,6 +104,7 @@ class _Call:
             pinger = asyncio.create_task(self.ping()) if self.pings_wanted() else None
             ok = await self.send_invite()
             if ok is not None:
+                await self.refresh()
                 await self.hold_call()
         except (OSError, ssl.SSLError, TimeoutError) as e:
             self.report.check(
@@ -279,6 +280,41 @@ class _Call:
         # The INVITE's 487 arrives after its transaction gave up: on_stray_response ACKs it.
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.late_final.wait(), CANCEL_WAIT)
+
+    async def refresh(self) -> None:
+        """The plan's mid-call re-INVITEs and UPDATEs (session refresh, hold), in order. Like
+        RingCX's, each carries the plain Contact of the INVITE: the far end takes it as the new
+        remote target, so an edge must mark it again for its requests to ride the connection."""
+        assert self.dialog is not None and self.invite is not None
+        for number, kind in enumerate(self.plan.refresh, 1):
+            if self.remote_bye.is_set() or self.connection_lost.is_set():
+                return
+            name = f"{'re-INVITE' if kind == 'reinvite' else 'UPDATE'} #{number}"
+            if kind == "reinvite":
+                offer = build_offer(self.plan.local_host, MEDIA_PORT, self.plan.offer_srtp)
+                request = self.dialog.request("INVITE", offer, "application/sdp")
+            else:
+                request = self.dialog.request("UPDATE")
+            final = await self.agent.request(
+                request, self.dialog_link(), min(BYE_TIMEOUT, self.plan.timeout)
+            )
+            self.report.check(
+                f"{name} answered 200",
+                final is not None and final.status == 200,
+                final.summary() if final else "no response",
+            )
+            if final is None or final.status >= 300:
+                continue
+            if kind == "reinvite":
+                ack = self.dialog.request("ACK", cseq=request.cseq[0])
+                self.agent.send(ack, self.dialog_link())
+                problems = answer_problems(request.body, final.body)
+                self.report.check(
+                    f"{name}: SDP answer fits the offer", not problems, "; ".join(problems)
+                )
+            contact = final.headers.get("Contact")
+            if contact:  # a target refresh both ways (RFC 3261 12.2.1.2)
+                self.dialog.remote_target = NameAddr.parse(contact).uri
 
     async def hold_call(self) -> None:
         """Stay in the call until the BYE policy says hang up, or the far end does."""

@@ -144,6 +144,23 @@ async def test_connection_refused_is_a_failed_check() -> None:
     assert "Connect" in report.checks[0].detail or "refused" in report.checks[0].detail
 
 
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_refreshes_mid_call_retarget_the_node(transport: TransportName) -> None:
+    """A re-INVITE and an UPDATE once answered: both 200, the re-INVITE's answer fits and is
+    ACKed, each carries the INVITE's Contact, and the node's INFOs after them still arrive."""
+    script = NodeScript(infos=INFOS, info_interval=0.3)
+    report, node = await _call(script, transport, last="BYE", refresh=["reinvite", "update"])
+    assert report.ok, report.render()
+    names = [c.name for c in report.checks]
+    assert "re-INVITE #1 answered 200" in names and "UPDATE #2 answered 200" in names
+    assert "re-INVITE #1: SDP answer fits the offer" in names
+    in_dialog = [r for r in node.requests if r.to.tag]
+    assert [r.method for r in in_dialog] == ["ACK", "INVITE", "ACK", "UPDATE", "BYE"]
+    contact = node.invites[0].headers["Contact"]
+    assert all(r.headers["Contact"] == contact for r in in_dialog if r.method != "ACK")
+    assert [i.json for i in report.infos] == INFOS
+
+
 @pytest.mark.parametrize(
     "bad",
     [
@@ -152,6 +169,7 @@ async def test_connection_refused_is_a_failed_check() -> None:
         {"bye": -1.0},
         {"timeout": 0},
         {"target": "host:port"},
+        {"refresh": ["reinvite", "hold"]},
     ],
 )
 def test_bad_plan_is_refused(bad: dict[str, object]) -> None:

@@ -54,12 +54,25 @@ async def test_emulate_load_prints_a_summary(capsys: pytest.CaptureFixture[str])
     assert "Calls: 3  passed: 3  failed: 0" in capsys.readouterr().out
 
 
+async def test_emulate_sends_refreshes_in_order(capsys: pytest.CaptureFixture[str]) -> None:
+    """--refresh (repeated) sends a re-INVITE then an UPDATE once the call is answered."""
+    script = NodeScript(infos=[{"final": True}], info_interval=0.2)
+    code, node = await _node_main(script, ["--refresh", "reinvite", "--refresh", "update"])
+    assert code == 0, capsys.readouterr().out
+    assert [r.method for r in node.requests if r.method in ("INVITE", "UPDATE")] == [
+        "INVITE",
+        "INVITE",
+        "UPDATE",
+    ]
+
+
 @pytest.mark.parametrize(
     ("entry", "argv"),
     [
         (main, ["127.0.0.1:5060", "--bye", "soon"]),
         (main, ["127.0.0.1:5060", "-H", "no colon"]),
         (main, ["not a port:x"]),
+        (main, ["127.0.0.1:5060", "--refresh", "hold"]),
         (stand_in_main, ["--answer", "ok"]),
         (stand_in_main, ["--answer", "100"]),
         (stand_in_main, ["--listen", "nohost"]),

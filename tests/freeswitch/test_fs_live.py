@@ -16,45 +16,20 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from pydantic import SecretStr
+from fs_esl import esl_session, parked
 
 from ivagate.esl import EslClient
-from ivagate.events import EslEvent
 from ivagate.info import encode_info, send_info_command
-from ivagate.settings import EslSettings
 from ivagate_kit import CallPlan, CallReport, run_call
 from support.fs_node import LiveNode
 
 pytestmark = pytest.mark.freeswitch
 
 
-class Listener:
-    """The event-socket listener a test needs: to know when the connection is up."""
-
-    def __init__(self) -> None:
-        self.up = asyncio.Event()
-
-    def esl_connected(self) -> None:
-        self.up.set()
-
-    def esl_disconnected(self) -> None:
-        self.up.clear()
-
-    def esl_event(self, event: EslEvent) -> None:
-        pass
-
-
 @pytest.fixture
 async def esl(live_node: LiveNode) -> AsyncIterator[EslClient]:
-    settings = EslSettings(
-        host="127.0.0.1", port=live_node.esl_port, password=SecretStr(live_node.esl_password)
-    )
-    client = EslClient(settings)
-    listener = Listener()
-    await client.start(listener)
-    await asyncio.wait_for(listener.up.wait(), 30)
-    yield client
-    await client.close()
+    async with esl_session(live_node) as client:
+        yield client
 
 
 def call(
@@ -67,18 +42,6 @@ def call(
         target=node.sip, transport="udp", did=did, headers=headers, timeout=20, **plan
     )
     return did, asyncio.create_task(run_call(target))
-
-
-async def parked(esl: EslClient, did: str) -> dict[str, Any]:
-    """The channel of the call to ``did`` once the dialplan has parked it."""
-    for _ in range(100):
-        rows = json.loads(await esl.api("show channels as json")).get("rows") or []
-        for row in rows:
-            if row.get("dest") == did and row.get("application") == "park":
-                assert row["context"] == "ivagate"
-                return dict(row)
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"no parked channel for {did}")
 
 
 async def test_tree_loads_clean_and_node_starts_not_ready(

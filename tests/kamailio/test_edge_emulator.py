@@ -97,3 +97,21 @@ async def test_tls_hop_to_the_media_node(start_edge: Callable[..., Edge]) -> Non
     assert report.ok, report.to_dict()
     assert node.invites[0].headers["X-Edge-Transport"] == "tls"
     assert len(report.infos) == 2
+
+
+@pytest.mark.parametrize("transport", ["tcp", "tls"])
+async def test_node_requests_ride_the_connection_after_a_refresh(
+    start_edge: Callable[..., Edge], transport: TransportName
+) -> None:
+    """A re-INVITE and an UPDATE from RingCX (its plain Contact) become the node's remote
+    target; the INFOs after them still ride RingCX's connection, never its Contact."""
+    node = node_at(infos=INFOS, info_interval=0.5, bye_after=None)
+    edge = start_edge(nodes=[node_uri(node)])
+    async with node:
+        report = await run_call(emulator_plan(edge, transport, refresh=["reinvite", "update"]))
+    assert report.ok, report.render()
+    refreshes = [r for r in node.requests if r.method in ("INVITE", "UPDATE") and r.to.tag]
+    assert [r.method for r in refreshes] == ["INVITE", "UPDATE"]
+    assert all(";alias=" in r.headers["Contact"] for r in refreshes)
+    assert [info.json for info in report.infos] == INFOS
+    assert report.contact_attempts == 0

@@ -100,16 +100,61 @@ def test_callers_cancel_reaches_the_trying_node(
     assert caller.received("SIP/2.0 487")
 
 
-async def test_every_node_failing_gives_the_caller_an_error(
+async def test_last_node_shedding_load_passes_its_503_to_the_caller(
     start_edge: Callable[..., Edge], tmp_path: Path
 ) -> None:
-    """With every node refusing, RingCX gets the failure instead of a hang."""
+    """The only node refusing with 503 (shedding load): RingCX gets the node's 503, not
+    "No Media Node Available", and the node stays in rotation."""
     (refusing,) = nodes(1)
-    edge = start_edge(nodes=uris([refusing]), defines=FAST)
+    edge = start_edge(nodes=uris([refusing]), defines={**FAST, "DS_STRIKES": "1"})
     async with MediaNode(refusing[0], refusing[1], script=NodeScript(answer=503)):
-        caller = start_caller(edge, tmp_path, timeout=10)
-        assert await asyncio.to_thread(caller.wait) != 0
+        for attempt in range(2):
+            caller = start_caller(edge, tmp_path, timeout=10, name=f"caller{attempt}")
+            assert await asyncio.to_thread(caller.wait) != 0
+            assert caller.received("SIP/2.0 503 Service Unavailable"), edge.log()
+            assert not caller.received("SIP/2.0 503 No Media Node Available")
+    assert edge.node_flags()[uris([refusing])[0]].startswith("A")  # active
+
+
+def test_every_node_silent_gives_the_caller_no_media_node(
+    start_edge: Callable[..., Edge], tmp_path: Path
+) -> None:
+    """With every node silent, RingCX gets 503 No Media Node Available instead of a hang."""
+    (silent,) = nodes(1)
+    edge = start_edge(nodes=uris([silent]), defines=FAST)
+    caller = start_caller(edge, tmp_path, timeout=10)
+    assert caller.wait() != 0
     assert caller.received("SIP/2.0 503 No Media Node Available")
+
+
+async def test_slow_node_stays_in_rotation(start_edge: Callable[..., Edge], tmp_path: Path) -> None:
+    """A node answering late (100 Trying at once, 200 after the answer timer) is alive: its
+    calls fail over, it takes no strike, and the next call once it is fast again is served."""
+    (slow,) = nodes(1)
+    edge = start_edge(nodes=uris([slow]), defines={**FAST, "DS_STRIKES": "1"})
+    async with MediaNode(slow[0], slow[1], script=NodeScript(answer_delay=2.5)) as late:
+        for attempt in range(2):
+            caller = start_caller(edge, tmp_path, timeout=10, name=f"slow{attempt}")
+            assert await asyncio.to_thread(caller.wait) != 0
+    assert len(late.invites) == 2
+    assert edge.node_flags()[uris([slow])[0]].startswith("A")  # active
+    node = start_node(tmp_path, slow[1], host=slow[0])
+    caller = start_caller(edge, tmp_path, name="served")
+    assert await asyncio.to_thread(caller.wait) == 0, caller.text() + edge.log()
+    assert await asyncio.to_thread(node.wait, 10) == 0
+
+
+def test_last_silent_node_is_left_to_the_probes(
+    start_edge: Callable[..., Edge], tmp_path: Path
+) -> None:
+    """The only node in rotation, silent on a call, is not struck out by it (one slow moment
+    must not become an outage); probing decides whether it is dead."""
+    (silent,) = nodes(1)
+    edge = start_edge(nodes=uris([silent]), defines={**FAST, "DS_STRIKES": "1"})
+    caller = start_caller(edge, tmp_path, timeout=10)
+    assert caller.wait() != 0
+    assert "the last one in rotation, kept" in edge.log()
+    assert edge.node_flags()[uris([silent])[0]].startswith("A")  # active
 
 
 def test_dead_node_is_skipped_until_it_answers_probes(

@@ -14,7 +14,7 @@ import secrets
 import socket
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -168,12 +168,16 @@ def live_freeswitch(
     work: Path,
     conf_dir: Path = CONF_DIR,
     rtp_ports: int = 200,
+    *,
+    edge_cidrs: str = f"{EDGE_HOST}/32",
+    settings: Mapping[str, str] | None = None,
 ) -> Iterator[LiveNode]:
     """FreeSWITCH on this tree (or on ``conf_dir``, a copy with changes: benchmarks), on a
     random 127.x address, its files under ``work``; ``rtp_ports`` (two a call) bound the calls
     it holds at once (FreeSWITCH refuses more with 488).
 
-    The edge is EDGE_HOST only, so calls from there are accepted and others refused.
+    The edge is ``edge_cidrs`` (EDGE_HOST only by default), so calls from there are accepted
+    and others refused; ``settings`` adds IVAGATE_FS_* settings (TLS, capacity).
     """
     sip_ip = f"127.{random.randint(1, 254)}.{random.randint(1, 254)}.{random.randint(2, 254)}"
     log_dir = work / "log"
@@ -185,10 +189,11 @@ def live_freeswitch(
         "IVAGATE_FS_SIP_PORT": str(free_port(sip_ip)),
         "IVAGATE_FS_RTP_PORT_MIN": str(rtp_min),
         "IVAGATE_FS_RTP_PORT_MAX": str(rtp_min + rtp_ports - 1),
-        "IVAGATE_FS_EDGE_CIDRS": f"{EDGE_HOST}/32",
+        "IVAGATE_FS_EDGE_CIDRS": edge_cidrs,
         "IVAGATE_FS_ESL_PORT": str(free_port("127.0.0.1")),
         "IVAGATE_FS_ESL_PASSWORD": secrets.token_urlsafe(18),
         "IVAGATE_FS_LOG_DIR": str(log_dir),
+        **(settings or {}),
     }
     runner: Runner = (
         BinaryRunner(binary, conf_dir, env, work / "state")
