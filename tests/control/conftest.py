@@ -27,6 +27,7 @@ TEST_BOTS = {
         "FinishOnly",
         "Payloads",
         "Silent",
+        "Slow",
     )
 }
 
@@ -51,6 +52,7 @@ def make_settings(double: EslDouble, **sections: Any) -> Settings:
     """Settings for a controller on ``double``: fast timers, the test bots registered."""
     esl = {"host": "127.0.0.1", "port": double.port, "password": double.password}
     esl.update(reply_timeout=2.0, reconnect_min=0.05, reconnect_max=0.2)
+    esl.update(sections.pop("esl", {}))
     call = {"bots": TEST_BOTS, "final_bye_timeout": 2.0, "drain_timeout": 2.0}
     call.update(sections.pop("call", {}))
     routing = {"bot_header": "X-Bot-Id", "default_bot": "TwoUpdates"}

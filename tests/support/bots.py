@@ -17,6 +17,7 @@ __all__ = [
     "LongPlay",
     "Payloads",
     "Silent",
+    "Slow",
     "TwoUpdates",
     "UpdateAfterHangup",
 ]
@@ -147,3 +148,18 @@ class Collect(Recording):
         await call.answer()
         digit = await call.collect_digits(1, timeout=2)
         await call.finish({"digit": digit})
+
+
+class Slow(Recording):
+    """Answers only after ``options["delay"]`` seconds (default 3): past a short deadline."""
+
+    seen: ClassVar[list[Any]] = []
+
+    async def on_call_start(self, call: Call) -> None:
+        await asyncio.sleep(float(self.options.get("delay", 3)))
+        try:
+            await call.answer()
+        except CallEnded:
+            type(self).seen.append("CallEnded")
+            raise
+        await call.finish({"intent": "Late"})
