@@ -68,12 +68,9 @@ class RtpSender(asyncio.DatagramProtocol):
     @classmethod
     async def bind(cls, host: str) -> RtpSender:
         loop = asyncio.get_running_loop()
-        _, sender = await loop.create_datagram_endpoint(cls, local_addr=(host, 0))
+        transport, sender = await loop.create_datagram_endpoint(cls, local_addr=(host, 0))
+        sender.transport = transport
         return sender
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.DatagramTransport)
-        self.transport = transport
 
     @property
     def port(self) -> int:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import secrets
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -69,6 +70,13 @@ def call(
     return did, asyncio.create_task(run_call(target))
 
 
+async def set_gate(esl: EslClient, ready: str = "true", lease: float = 60.0) -> None:
+    """What the controller sets: ivagate_ready, and the lease ``lease`` seconds from now."""
+    until = round((time.time() + lease) * 1_000_000)
+    assert (await esl.api(f"global_setvar ivagate_ready_until={until}")).startswith("+OK")
+    assert (await esl.api(f"global_setvar ivagate_ready={ready}")).startswith("+OK")
+
+
 async def parked(esl: EslClient, did: str) -> dict[str, Any]:
     """The channel of the call to ``did`` once the dialplan has parked it."""
     for _ in range(100):
@@ -98,7 +106,7 @@ async def test_srtp_offer_is_parked_answered_savp_and_info_arrives_as_json(
     esl: EslClient, live_node: LiveNode
 ) -> None:
     """SRTP offer: parked for the controller, answered RTP/SAVP, uuid_send_info arrives as JSON."""
-    assert (await esl.api("global_setvar ivagate_ready=true")).startswith("+OK")
+    await set_gate(esl)
     did, task = call(live_node, "udp", srtp=True, bye="final")
     channel = await parked(esl, did)
     uuid = channel["uuid"]
@@ -123,7 +131,7 @@ async def test_tls_call_offering_plain_rtp_is_refused_488(
     esl: EslClient, live_node: LiveNode
 ) -> None:
     """X-Edge-Transport: tls with a plain RTP offer: uuid_answer fails and the caller gets 488."""
-    assert (await esl.api("global_setvar ivagate_ready=true")).startswith("+OK")
+    await set_gate(esl)
     did, task = call(live_node, "tls", srtp=False, expect=488)
     channel = await parked(esl, did)
     assert (await esl.api(f"uuid_answer {channel['uuid']}")).startswith("-ERR")
@@ -131,12 +139,13 @@ async def test_tls_call_offering_plain_rtp_is_refused_488(
     assert report.invite_status == 488, report.to_dict()
 
 
-@pytest.mark.parametrize("value", ["", "false"])
+@pytest.mark.parametrize(("value", "lease"), [("", 60), ("false", 60), ("true", -1)])
 async def test_node_not_ready_answers_503_at_once(
-    esl: EslClient, live_node: LiveNode, value: str
+    esl: EslClient, live_node: LiveNode, value: str, lease: float
 ) -> None:
-    """ivagate_ready unset or false: the caller gets 503 and nothing is parked."""
-    await esl.api(f"global_setvar ivagate_ready={value}")
+    """ivagate_ready unset or false (drained), or the lease past (a dead controller): the caller
+    gets 503 and nothing is parked."""
+    await set_gate(esl, value, lease)
     did, task = call(live_node, "udp", expect=503)
     report = await task
     assert report.invite_status == 503, report.to_dict()
@@ -146,7 +155,7 @@ async def test_node_not_ready_answers_503_at_once(
 
 async def test_invite_from_outside_the_edge_is_refused(esl: EslClient, live_node: LiveNode) -> None:
     """A source outside IVAGATE_FS_EDGE_CIDRS gets 403 (auth-calls off) even on a ready node."""
-    assert (await esl.api("global_setvar ivagate_ready=true")).startswith("+OK")
+    await set_gate(esl)
     did, task = call(live_node, "udp", local_host="127.0.0.3", expect=403)
     report = await task
     assert report.invite_status == 403, report.to_dict()
