@@ -153,9 +153,8 @@ async def test_killed_controller_node_answers_503_at_once_within_3_s(
             if report.invite_status == 503:
                 refused = report
         assert refused is not None, "calls were still parked 3 s after the controller died"
-        print(
-            f"503 {time.monotonic() - killed:.2f} s after kill -9, {refused.answer_after:.3f} s after its INVITE"
-        )
+        after = time.monotonic() - killed
+        print(f"503 {after:.2f} s after kill -9, {refused.answer_after:.3f} s after its INVITE")
         assert refused.answer_after is not None and refused.answer_after < 0.5
     finally:
         if controller.poll() is None:
