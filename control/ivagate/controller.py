@@ -15,12 +15,21 @@ Public surface (the HTTP API, ``ivagate run`` and the benchmark build on it)::
     await controller.stop()       # drain, let calls finish (call.drain_timeout), end the rest
 
 Life of a call: CHANNEL_PARK -> route (header, DID, default bot if set; none -> ``respond
-404`` without answering) -> ``bot.on_call_start(call)`` in the call's task -> the bot finishes
+404`` without answering) -> ``bot.on_call_start(call)`` in the call's task (not answered
+within ``call.answer_deadline``: the call ends with cause NO_ANSWER, SIP 480, and Failed, so
+that the edge, whose own answer timer would CANCEL it and run it again on another node,
+passes that one failure to RingCX) -> the bot finishes
 (final intent, then RingCX's BYE, or ours after ``call.final_bye_timeout``) or fails
 (exception, returns without a final intent: we hang up, outcome Failed) -> ``bot.on_hangup``
 -> the call moves to the registry's ended list.
 
-Failover: ``ivagate_ready`` is set true only while connected and not draining. When the Event
+Failover: the dialplan takes a call only while ``ivagate_ready`` is ``true`` and the lease
+``ivagate_ready_until`` (microseconds since the epoch) lies ahead of FreeSWITCH's clock.
+``ivagate_ready`` is set true only while connected and not draining (false drains the node);
+the lease is renewed every ``esl.ready_refresh`` seconds to ``esl.ready_lease`` from now, so a
+controller that dies without a word (kill -9) leaves a node that answers 503 at once after
+at most ``esl.ready_lease`` seconds, instead of parking calls nobody takes. The lease uses this
+host's clock: the Event Socket is loopback-only, so FreeSWITCH reads the same one. When the Event
 Socket drops, every active call's bot is stopped (nothing can be sent); once the connection
 is back the controller lists FreeSWITCH's channels, hangs up those calls that still exist and
 records them all as Failed, then sets the gate again.
@@ -31,6 +40,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from collections.abc import Coroutine
 from typing import Any
 
@@ -91,6 +101,7 @@ class Controller:
         one fails here), then connect in the background."""
         self.bots.load_all(self.settings.routing.routed_bots())
         await self.esl.start(self)
+        self._spawn(self._renew_lease())
 
     async def drain(self) -> None:
         """Take no new calls (the dialplan answers 503); active calls go on."""
@@ -162,9 +173,15 @@ class Controller:
         self._idle.clear()
         # Without it FreeSWITCH answers +OK to uuid_send_info and sends nothing (fixtures).
         info_enabled = invite.variable("fs_send_unsupported_info") == "true"
-        self._spawn(self._run(call, info_enabled))
+        # from here, not from when the bot starts: the edge's answer timer is already running
+        deadline = asyncio.get_running_loop().call_later(
+            self.settings.call.answer_deadline, self._answer_overdue, call
+        )
+        self._spawn(self._run(call, info_enabled, deadline))
 
-    async def _run(self, call: CallSession, info_enabled: bool) -> None:
+    async def _run(
+        self, call: CallSession, info_enabled: bool, deadline: asyncio.TimerHandle
+    ) -> None:
         route = choose_bot(call.invite, self.settings.routing, self.bots)
         call.record.bot = route.bot
         # DEBUG: at INFO a call has one line, when it ends (CallSession), with all of this
@@ -191,12 +208,24 @@ class Controller:
             await self._end(call)
             await call.wait_ended()
         finally:
+            deadline.cancel()
             self._bots.pop(call.uuid, None)
             self.calls.retire(call)
             if call.record.outcome is not None:
                 self.metrics.calls_ended[call.record.outcome].inc()
             if not self.calls.active_count():
                 self._idle.set()
+
+    def _answer_overdue(self, call: CallSession) -> None:
+        """The bot has not answered within ``call.answer_deadline``: fail the call with 480
+        (a 4xx the edge relays, where a 5xx or its own timeout would run the call again on
+        another node). An answer already on its way may still win; the call then ends."""
+        if call.ended or call.record.srtp is not None or call.record.answered_at is not None:
+            return
+        deadline = self.settings.call.answer_deadline
+        call.log.warning("the bot did not answer within %ss: failing the call with 480", deadline)
+        call.fail(f"not answered within call.answer_deadline ({deadline:g} s)")
+        self._spawn(self._end(call, "NO_ANSWER"))  # FreeSWITCH's 480 Temporarily Unavailable
 
     async def _reject(self, call: CallSession, reason: str) -> None:
         call.fail(f"rejected with 404: {reason}")
@@ -247,12 +276,12 @@ class Controller:
             call.fail(f"bot error: {error!r}")
             await self._end(call)
 
-    async def _end(self, call: CallSession) -> None:
+    async def _end(self, call: CallSession, cause: str = "NORMAL_CLEARING") -> None:
         """Hang up unless the connection is gone (then the reconnect cleans up)."""
         if not self.esl.connected:
             return
         try:
-            await call.end()
+            await call.end(cause)
         except EslError as exc:
             call.log.warning("hangup failed: %s", exc)
 
@@ -283,10 +312,26 @@ class Controller:
 
     async def _set_ready(self, ready: bool) -> None:
         value = "true" if ready else "false"
+        if ready:
+            await self._extend_lease()
         reply = await self.esl.api(f"global_setvar ivagate_ready={value}")
         self._ready = ready and reply.startswith("+OK")
         self.metrics.ready.set(1 if self.ready else 0)
         log.info("ivagate_ready=%s: %s", value, reply.strip())
+
+    async def _extend_lease(self) -> None:
+        until = round((time.time() + self.settings.esl.ready_lease) * 1_000_000)
+        await self.esl.api(f"global_setvar ivagate_ready_until={until}")
+
+    async def _renew_lease(self) -> None:
+        """Keep the node's ready lease ahead of the clock while the node is ready."""
+        while True:
+            await asyncio.sleep(self.settings.esl.ready_refresh)
+            if self.ready:
+                try:
+                    await self._extend_lease()
+                except EslError as exc:  # the connection's own handling reports the rest
+                    log.warning("could not renew the ready lease: %s", exc)
 
     def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
         self._tasks.add(asyncio.create_task(self._guarded(work)))

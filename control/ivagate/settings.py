@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, Field, SecretStr
+from pydantic import BaseModel, Field, SecretStr, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -43,6 +43,21 @@ class EslSettings(BaseModel):
     reply_timeout: float = Field(5.0, gt=0, description="seconds to wait for an api/bgapi reply")
     reconnect_min: float = Field(0.5, gt=0, description="first reconnect delay, seconds")
     reconnect_max: float = Field(30.0, gt=0, description="reconnect backoff ceiling, seconds")
+    ready_refresh: float = Field(
+        1.0, gt=0, description="seconds between renewals of the node's ready lease"
+    )
+    ready_lease: float = Field(
+        2.5,
+        gt=0,
+        description="seconds the node takes calls after the last renewal: a controller that "
+        "died (kill -9) leaves a node whose new calls get 503 at once within this",
+    )
+
+    @model_validator(mode="after")
+    def _lease_outlives_refresh(self) -> EslSettings:
+        if self.ready_lease <= self.ready_refresh:
+            raise ValueError("ready_lease must be longer than ready_refresh")
+        return self
 
 
 class RoutingSettings(BaseModel):
@@ -77,6 +92,14 @@ class CallSettings(BaseModel):
     )
     final_bye_timeout: float = Field(
         10.0, gt=0, description="after the final intent, seconds to wait for RingCX's BYE"
+    )
+    answer_deadline: float = Field(
+        4.0,
+        gt=0,
+        description="seconds a bot has to answer once the call is parked; then the call "
+        "fails once with 480. Keep it below the edge's MEDIA_ANSWER_TIMEOUT (5000 ms) by "
+        "0.5 s or more: the edge CANCELs a call unanswered by then and runs it again on "
+        "another node (a second copy of the bot)",
     )
     bot_options: dict[str, dict[str, Any]] = Field(
         default_factory=dict,

@@ -75,6 +75,14 @@ def _emulate_parser() -> argparse.ArgumentParser:
     p.add_argument("--tls-key", help="client certificate key (PEM)")
     p.add_argument("--timeout", type=float, default=30.0, help="seconds per wait")
     p.add_argument("--expect", type=int, default=200, help="expected INVITE final status")
+    p.add_argument("--dtmf", default="", help="keys to press once answered (0-9 * # A-D)")
+    p.add_argument(
+        "--dtmf-mode",
+        choices=["rfc2833", "info"],
+        default="rfc2833",
+        help="RTP telephone-events (plain RTP calls only) or SIP INFO application/dtmf-relay",
+    )
+    p.add_argument("--dtmf-delay", type=float, default=1.0, help="seconds after 200 OK")
     p.add_argument("--calls", type=int, default=1)
     p.add_argument("--rate", type=float, default=1.0, help="calls started per second")
     p.add_argument("--concurrency", type=int, default=50)
@@ -117,6 +125,9 @@ def main(argv: list[str] | None = None) -> int:
             tls_key=args.tls_key,
             timeout=args.timeout,
             expect=args.expect,
+            dtmf=args.dtmf,
+            dtmf_mode=args.dtmf_mode,
+            dtmf_delay=args.dtmf_delay,
         )
         if args.calls == 1:
             reports = [asyncio.run(run_call(plan))]

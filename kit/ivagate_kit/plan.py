@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal, get_args
 
+from ivagate_kit.dtmf import DIGITS, DtmfMode
 from ivagate_kit.transport import Address, TransportName
 
 __all__ = ["ByePolicy", "CallPlan", "Refresh"]
@@ -35,6 +36,9 @@ class CallPlan:
     expect: int = 200  # the INVITE's expected final status
     # sent in order once the call is answered, each with RingCX's plain Contact (no alias)
     refresh: list[Refresh] = field(default_factory=list)
+    dtmf: str = ""  # keys pressed once answered (0-9 * # A-D)
+    dtmf_mode: DtmfMode = "rfc2833"  # as RTP telephone-events, or one SIP INFO per key
+    dtmf_delay: float = 1.0  # seconds after the 200 OK before the first key
 
     def __post_init__(self) -> None:
         if self.transport not in get_args(TransportName):
@@ -48,6 +52,14 @@ class CallPlan:
         if self.timeout <= 0 or self.ping_interval < 0:
             raise ValueError("timeout must be positive and ping_interval not negative")
         self.address  # noqa: B018 - validate the target now, not mid-call
+        if self.dtmf_mode not in get_args(DtmfMode):
+            raise ValueError(f"dtmf_mode must be info or rfc2833, not {self.dtmf_mode!r}")
+        if self.dtmf.strip(DIGITS):
+            raise ValueError(f"dtmf may hold only {DIGITS}, not {self.dtmf!r}")
+        if self.dtmf_delay < 0:
+            raise ValueError("dtmf_delay must not be negative")
+        if self.sends_rtp and self.offer_srtp:
+            raise ValueError("RFC 2833 DTMF is sent over plain RTP only: offer no SRTP")
 
     @property
     def address(self) -> Address:
@@ -60,6 +72,11 @@ class CallPlan:
         if not host:
             raise ValueError(f"target has no host: {self.target!r}")
         return host, int(port) if port else (5061 if self.transport == "tls" else 5060)
+
+    @property
+    def sends_rtp(self) -> bool:
+        """Whether the call sends media (RFC 2833 DTMF); otherwise it only advertises a port."""
+        return bool(self.dtmf) and self.dtmf_mode == "rfc2833"
 
     @property
     def offer_srtp(self) -> bool:

@@ -23,6 +23,7 @@ class Sdp:
     connection: str = ""
     media: str = ""  # "audio 4000 RTP/SAVP 0 101"
     crypto: list[str] = field(default_factory=list)  # "1 AES_CM_128_HMAC_SHA1_80 inline:..."
+    event_type: int | None = None  # payload type of telephone-event (RFC 4733 DTMF)
 
     @classmethod
     def parse(cls, text: str) -> Sdp:
@@ -35,12 +36,21 @@ class Sdp:
                 sdp.media = value
             elif kind == "a" and value.startswith("crypto:") and sdp.media:
                 sdp.crypto.append(value.removeprefix("crypto:"))
+            elif kind == "a" and value.startswith("rtpmap:") and sdp.media:
+                payload_type, _, encoding = value.removeprefix("rtpmap:").partition(" ")
+                if encoding.lower().startswith("telephone-event/") and payload_type.isdigit():
+                    sdp.event_type = int(payload_type)
         return sdp
 
     @property
     def profile(self) -> str:
         parts = self.media.split()
         return parts[2] if len(parts) > 2 else ""
+
+    @property
+    def host(self) -> str:
+        """The connection address ("IN IP4 <host>")."""
+        return self.connection.split()[-1] if self.connection else ""
 
     @property
     def port(self) -> int:

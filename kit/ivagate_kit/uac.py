@@ -16,9 +16,10 @@ import time
 
 from ivagate_kit.agent import Agent
 from ivagate_kit.dialog import USER_AGENT, Dialog, via_value
+from ivagate_kit.dtmf import RtpSender, info_body
 from ivagate_kit.plan import CallPlan
 from ivagate_kit.report import CallReport, ReceivedInfo
-from ivagate_kit.sdp import answer_problems, build_offer
+from ivagate_kit.sdp import Sdp, answer_problems, build_offer
 from ivagate_kit.sipmsg import NameAddr, SipMessage, new_tag
 from ivagate_kit.tls import client_context
 from ivagate_kit.transport import PING, Link, Listener, close_link, connect, listen
@@ -27,7 +28,7 @@ __all__ = ["run_call"]
 
 BYE_TIMEOUT = 16.0  # 32*T1 is the RFC's limit; a healthy edge answers in milliseconds
 CANCEL_WAIT = 4.0  # after CANCEL, how long to wait for the 487 before giving up
-MEDIA_PORT = 4000  # advertised only: the emulator checks signalling, it sends no RTP
+MEDIA_PORT = 4000  # advertised only, unless the plan sends RTP (RFC 2833 DTMF)
 
 
 async def run_call(plan: CallPlan) -> CallReport:
@@ -78,6 +79,7 @@ class _Call:
         )
         self.listeners: list[Listener] = []
         self.link: Link | None = None
+        self.rtp: RtpSender | None = None
         self.invite: SipMessage | None = None
         self.dialog: Dialog | None = None
         self.sent_by = ""
@@ -105,7 +107,7 @@ class _Call:
             ok = await self.send_invite()
             if ok is not None:
                 await self.refresh()
-                await self.hold_call()
+                await self.hold_call(ok)
         except (OSError, ssl.SSLError, TimeoutError) as e:
             self.report.check(
                 "connect to the target", False, f"{type(e).__name__}: {e}".strip(": ")
@@ -119,6 +121,8 @@ class _Call:
 
     async def open_transport(self) -> None:
         plan = self.plan
+        if plan.sends_rtp:
+            self.rtp = await RtpSender.bind(plan.local_host)
         if plan.transport == "udp":
             sock = await listen("udp", plan.local_host, 0, self.agent)
             self.listeners.append(sock)
@@ -177,7 +181,8 @@ class _Call:
             *plan.headers.items(),
             ("Content-Type", "application/sdp"),
         ]
-        body = build_offer(plan.local_host, MEDIA_PORT, plan.offer_srtp)
+        port = MEDIA_PORT if self.rtp is None else self.rtp.port
+        body = build_offer(plan.local_host, port, plan.offer_srtp)
         return SipMessage.request("INVITE", f"sip:{plan.did}@{host}:{port}{param}", headers, body)
 
     async def send_invite(self) -> SipMessage | None:
@@ -316,10 +321,12 @@ class _Call:
             if contact:  # a target refresh both ways (RFC 3261 12.2.1.2)
                 self.dialog.remote_target = NameAddr.parse(contact).uri
 
-    async def hold_call(self) -> None:
-        """Stay in the call until the BYE policy says hang up, or the far end does."""
+    async def hold_call(self, ok: SipMessage) -> None:
+        """Stay in the call (pressing the plan's keys) until the BYE policy says hang up, or
+        the far end does."""
         plan = self.plan
         ended = asyncio.create_task(self.first_of(self.remote_bye, self.connection_lost))
+        keys = asyncio.create_task(self.press_keys(Sdp.parse(ok.body))) if plan.dtmf else None
         try:
             if plan.bye == "final":
                 waiter = asyncio.create_task(self.final_info.wait())
@@ -345,6 +352,35 @@ class _Call:
                 await self.send_bye()
         finally:
             ended.cancel()
+            if keys is not None:
+                keys.cancel()
+
+    async def press_keys(self, answer: Sdp) -> None:
+        """Send the plan's DTMF: RTP telephone-events to the answer's media address, or one
+        INFO per key, each answered before the next."""
+        plan = self.plan
+        await asyncio.sleep(plan.dtmf_delay)
+        if self.rtp is not None:
+            self.report.check(
+                "the answer accepts telephone-event (RFC 2833 DTMF)",
+                answer.event_type is not None,
+                "" if answer.event_type is not None else f"none in {answer.media!r}",
+            )
+            if answer.event_type is not None:
+                self.trace(
+                    "->", f"DTMF {plan.dtmf} as RTP events (payload type {answer.event_type})"
+                )
+                await self.rtp.press(plan.dtmf, (answer.host, answer.port), answer.event_type)
+            return
+        assert self.dialog is not None
+        for digit in plan.dtmf:
+            info = self.dialog.request("INFO", info_body(digit), "application/dtmf-relay")
+            resp = await self.agent.request(info, self.dialog_link(), plan.timeout)
+            self.report.check(
+                f"DTMF INFO {digit!r} answered 200",
+                resp is not None and resp.status == 200,
+                resp.summary() if resp else "no response",
+            )
 
     @staticmethod
     async def first_of(*events: asyncio.Event) -> None:
@@ -468,6 +504,8 @@ class _Call:
 
     async def close(self) -> None:
         self.closing = True
+        if self.rtp is not None:
+            self.rtp.close()
         if self.link is not None:
             close_link(self.link)
         for listener in self.listeners:

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 from ivagate.bots.base import Outcome
 from ivagate.calls.records import CallRecord
 from ivagate.controller import Controller
 from ivagate_kit.esl_double import EslDouble
+from support import bots
 
 
 async def record_of(controller: Controller, uuid: str, double: EslDouble) -> CallRecord:
@@ -129,3 +131,43 @@ async def test_reconnects_with_backoff_while_refused(double: EslDouble, controll
     assert not controller.connected
     double.refuse = False
     await double.wait_for(lambda: controller.ready)
+
+
+async def test_ready_lease_is_renewed_while_ready_and_lapses_after(
+    double: EslDouble, controller_on
+) -> None:
+    """The lease ivagate_ready_until (µs) stays esl.ready_lease ahead of the clock while the
+    controller lives, and is not renewed once it stops (as after kill -9)."""
+    lease = {"ready_refresh": 0.05, "ready_lease": 0.5}
+    controller = await controller_on(esl=lease)
+
+    def until() -> float:
+        return int(double.global_vars["ivagate_ready_until"]) / 1e6
+
+    first = until()
+    assert time.time() < first <= time.time() + 0.5
+    await double.wait_for(lambda: until() > first + 0.1)
+    assert double.global_vars["ivagate_ready"] == "true"
+    await controller.stop()
+    renewals = len(double.commands("api global_setvar ivagate_ready_until="))
+    await asyncio.sleep(0.2)
+    assert len(double.commands("api global_setvar ivagate_ready_until=")) == renewals
+    assert until() < time.time() + 0.5
+
+
+async def test_call_not_answered_in_time_fails_once_with_480(
+    double: EslDouble, controller_on
+) -> None:
+    """A bot slower than call.answer_deadline: the call ends NO_ANSWER (SIP 480, which the
+    edge relays instead of running the call again), Failed; the late answer() gets CallEnded."""
+    bots.Slow.seen.clear()
+    controller = await controller_on(
+        call={"answer_deadline": 0.2, "bot_options": {"Slow": {"delay": 0.6}}}
+    )
+    uuid = await double.park(headers={"X-Bot-Id": "Slow"})
+    record = await record_of(controller, uuid, double)
+    assert double.commands(f"api uuid_kill {uuid} NO_ANSWER")
+    assert record.outcome is Outcome.FAILED
+    assert record.error == "not answered within call.answer_deadline (0.2 s)"
+    await double.wait_for(lambda: bots.Slow.seen == ["CallEnded", ("hangup", Outcome.FAILED)])
+    assert not double.commands(f"bgapi uuid_answer {uuid}")

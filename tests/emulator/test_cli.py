@@ -38,6 +38,16 @@ async def test_emulate_prints_json_and_exits_0(capsys: pytest.CaptureFixture[str
     assert node.invites[0].headers["X-Bot-Id"] == "demo"
 
 
+async def test_emulate_presses_keys_as_info(capsys: pytest.CaptureFixture[str]) -> None:
+    """--dtmf with --dtmf-mode info: one dtmf-relay INFO per key, after --dtmf-delay."""
+    script = NodeScript(infos=[{"final": True}], info_interval=0.3)
+    argv = ["--dtmf", "7", "--dtmf-mode", "info", "--dtmf-delay", "0", "--ping-interval", "0"]
+    code, node = await _node_main(script, argv)
+    assert code == 0, capsys.readouterr().out
+    [info] = [r for r in node.requests if r.method == "INFO"]
+    assert info.body.startswith("Signal=7\r\n")
+
+
 async def test_emulate_exits_1_on_a_failed_check(capsys: pytest.CaptureFixture[str]) -> None:
     """A failed check prints FAIL in the readable report and exits 1."""
     code, _ = await _node_main(NodeScript(answer=404), [])
@@ -73,6 +83,7 @@ async def test_emulate_sends_refreshes_in_order(capsys: pytest.CaptureFixture[st
         (main, ["127.0.0.1:5060", "-H", "no colon"]),
         (main, ["not a port:x"]),
         (main, ["127.0.0.1:5060", "--refresh", "hold"]),
+        (main, ["127.0.0.1:5060", "--dtmf", "1", "--srtp"]),  # RFC 2833 over SRTP: not sent
         (stand_in_main, ["--answer", "ok"]),
         (stand_in_main, ["--answer", "100"]),
         (stand_in_main, ["--listen", "nohost"]),

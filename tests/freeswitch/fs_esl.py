@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -15,7 +16,7 @@ from ivagate.events import EslEvent
 from ivagate.settings import EslSettings
 from support.fs_node import LiveNode
 
-__all__ = ["esl_session", "parked"]
+__all__ = ["esl_session", "gate_commands", "parked", "set_gate"]
 
 
 class _Listener:
@@ -48,6 +49,18 @@ async def esl_session(node: LiveNode) -> AsyncIterator[EslClient]:
         yield client
     finally:
         await client.close()
+
+
+def gate_commands(ready: str = "true", lease: float = 60.0) -> list[str]:
+    """What the controller sets (controller.py): ivagate_ready, and the lease ``lease``
+    seconds from now, in microseconds since the epoch."""
+    until = round((time.time() + lease) * 1_000_000)
+    return [f"global_setvar ivagate_ready_until={until}", f"global_setvar ivagate_ready={ready}"]
+
+
+async def set_gate(esl: EslClient, ready: str = "true", lease: float = 60.0) -> None:
+    for command in gate_commands(ready, lease):
+        assert (await esl.api(command)).startswith("+OK")
 
 
 async def parked(esl: EslClient, did: str) -> dict[str, Any]:

@@ -7,13 +7,17 @@ runs a line's ``X-PRE-PROCESS`` command (``set``, ``env-set``, ``include`` of a 
 the including file's directory) instead of copying it. ``assemble`` does the same and records
 every reference to an undefined variable. ``run_dialplan`` evaluates one XML dialplan context
 the way mod_dialplan_xml's hunt does for the constructs the tree uses (condition chains,
-anti-actions, ``continue``), so tests can say which applications a call would run.
+anti-actions, ``continue``; fields expanded with channel variables, globals and the api
+functions ``cond`` and ``strmicroepoch`` at a given clock), so tests can say which
+applications a call would run.
 """
 
 from __future__ import annotations
 
 import glob
+import operator
 import re
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -116,19 +120,67 @@ def _preprocess(path: Path, env: Mapping[str, str], out: Assembly, chunks: list[
             raise AssertionError(f"{path}:{number}: preprocessor command {cmd!r} not modelled")
 
 
+_INNERMOST = re.compile(r"\$\{([^${}]*)\}")  # a ${...} holding no other
+_API_CALL = re.compile(r"^(\w+)\((.*)\)$", re.DOTALL)
+# cond (mod_commands): "A OP B ?yes:no", numbers compared as numbers, other words by length
+_COND = re.compile(r"^(\S*) (==|!=|>=|<=|>|<) (\S+) \?([^:]*):(.*)$")
+_OPERATORS = {
+    "==": operator.eq,
+    "!=": operator.ne,
+    ">=": operator.ge,
+    "<=": operator.le,
+    ">": operator.gt,
+    "<": operator.lt,
+}
+
+
+def _cond(argument: str) -> str:
+    parsed = _COND.match(argument)
+    if parsed is None:
+        return "-ERR"
+    a, op, b, yes, no = parsed.groups()
+
+    def number(word: str) -> float:
+        return float(word) if re.fullmatch(r"[-+]?[0-9.]+", word) else float(len(word))
+
+    return yes if _OPERATORS[op](number(a), number(b)) else no
+
+
+def _expand(text: str, lookup: Mapping[str, str], now: float) -> str:
+    """``text`` with every ``${...}`` replaced, innermost first, as FreeSWITCH expands."""
+
+    def one(match: re.Match[str]) -> str:
+        inner = match.group(1)
+        call = _API_CALL.match(inner)
+        if call is None:
+            return lookup.get(inner, "")
+        name, argument = call.groups()
+        if name == "strmicroepoch" and not argument:
+            return str(round(now * 1_000_000))
+        if name == "cond":
+            return _cond(argument)
+        raise AssertionError(f"api function {name!r} not modelled")
+
+    while _INNERMOST.search(text):
+        text = _INNERMOST.sub(one, text)
+    return text
+
+
 def run_dialplan(
-    assembly: Assembly, context: str, channel: Mapping[str, str]
+    assembly: Assembly, context: str, channel: Mapping[str, str], now: float | None = None
 ) -> list[tuple[str, str]]:
-    """The (application, data) pairs a call with these channel variables would execute."""
+    """The (application, data) pairs a call with these channel variables would execute
+    when FreeSWITCH's clock reads ``now`` (default: this host's)."""
     found = assembly.root.xpath(f"section[@name='dialplan']/context[@name='{context}']")
     assert found, f"no dialplan context {context!r}"
     lookup = {**assembly.variables, **channel}  # channel variables fall back to globals
+    clock = time.time() if now is None else now
     executed: list[tuple[str, str]] = []
     for extension in found[0].iter("extension"):
         matched = True
         for condition in extension.iter("condition"):
-            field_name = re.sub(r"^\$\{(.*)\}$", r"\1", condition.get("field", ""))
-            matched = re.search(condition.get("expression", ""), lookup.get(field_name, ""))
+            value = _expand(condition.get("field", ""), lookup, clock)
+            matched = re.search(condition.get("expression", ""), value)
             tag = "action" if matched else "anti-action"
             executed += [(a.get("application"), a.get("data", "")) for a in condition.iter(tag)]
             if not matched:

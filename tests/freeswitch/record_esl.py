@@ -24,6 +24,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from fs_esl import gate_commands
 from multidict import MultiDict
 
 from ivagate.events import SUBSCRIBED_EVENTS
@@ -107,6 +108,11 @@ class Recording:
         await self.wait(lambda _: len(self.replies) > mine)
         head, _, body = self.replies[mine].partition(b"\n\n")
         return body.decode() if body else _header(head, "Reply-Text")
+
+    async def open_gate(self) -> None:
+        """What the controller does once connected: ivagate_ready and its lease."""
+        for command in gate_commands():
+            await self.command(f"api {command}")
 
     async def event(self, name: str, header: str = "", value: str = "") -> bytes:
         """The first event ``name`` (with ``header: value``, if given) received."""
@@ -209,7 +215,7 @@ async def digits_timeout(node: LiveNode, out: Path) -> None:
     """An INVITE with X-Dup three times; uuid_setvar; answer; play_and_get_digits with no digit
     (as the controller sends it); uuid_kill; bgapi uuid_send_info on the dead channel."""
     async with connection(node, out) as rec:
-        await rec.command("api global_setvar ivagate_ready=true")
+        await rec.open_gate()
         call = place_call(
             node, [("X-Dup", "first"), ("X-Dup", "second"), ("X-Dup", "third")], bye="never"
         )
@@ -235,7 +241,7 @@ def before_answer(
 
     async def scenario(node: LiveNode, out: Path) -> None:
         async with connection(node, out) as rec:
-            await rec.command("api global_setvar ivagate_ready=true")
+            await rec.open_gate()
             call = place_call(node, [], expect=expect)
             uuid = await parked(rec)
             await ending(rec, uuid)

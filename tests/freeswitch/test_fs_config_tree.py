@@ -172,27 +172,42 @@ def test_capacity_and_log_level_defaults_and_overrides(tree: Tree) -> None:
     assert (core["rtp-start-port"], core["rtp-end-port"]) == ("20000", "29999")
 
 
+NOW = 1_800_000_000.0  # FreeSWITCH's clock in these tests, seconds since the epoch
+# What a live controller keeps set: ready, and a lease (µs) a few seconds ahead of the clock
+READY = {"ivagate_ready": "true", "ivagate_ready_until": str(round((NOW + 2.5) * 1e6))}
+
+
 def test_ready_node_parks_the_call_for_the_controller(tree: Tree) -> None:
-    """ivagate_ready=true: fs_send_unsupported_info and sched_hangup are set, then park."""
-    steps = run_dialplan(tree(), "ivagate", {"ivagate_ready": "true"})
+    """ivagate_ready=true and the lease ahead: fs_send_unsupported_info and sched_hangup are
+    set, then park."""
+    steps = run_dialplan(tree(), "ivagate", READY, NOW)
     assert steps == [
         ("set", "fs_send_unsupported_info=true"),
         ("sched_hangup", "+3600 ALLOTTED_TIMEOUT"),
         ("park", ""),
     ]
-    hours = run_dialplan(
-        tree({"IVAGATE_FS_MAX_CALL_SECONDS": "7200"}), "ivagate", {"ivagate_ready": "true"}
-    )
+    hours = run_dialplan(tree({"IVAGATE_FS_MAX_CALL_SECONDS": "7200"}), "ivagate", READY, NOW)
     assert ("sched_hangup", "+7200 ALLOTTED_TIMEOUT") in hours
 
 
 @pytest.mark.parametrize("ready", [None, "", "false", "TRUE", "true-ish"])
 def test_node_not_ready_answers_503_at_once(tree: Tree, ready: str | None) -> None:
-    """Unless ivagate_ready is exactly true, the only step is respond 503 (the edge fails over)."""
-    channel = {} if ready is None else {"ivagate_ready": ready}
-    steps = run_dialplan(tree(), "ivagate", channel)
+    """Unless ivagate_ready is exactly true, the only step is respond 503 (the edge fails
+    over), however long the lease."""
+    channel = {k: v for k, v in (READY | {"ivagate_ready": ready}).items() if v is not None}
+    steps = run_dialplan(tree(), "ivagate", channel, NOW)
     assert steps == [("respond", "503 Service Unavailable")]
     assert "ivagate_ready" not in tree().variables, "vars.xml must not make a node ready"
+
+
+@pytest.mark.parametrize("until", [None, "", str(round(NOW * 1e6)), "1799999999000000"])
+def test_node_whose_lease_ran_out_answers_503_at_once(tree: Tree, until: str | None) -> None:
+    """ivagate_ready=true but the lease unset or not ahead of the clock (the controller died
+    without draining): respond 503, as when drained."""
+    channel = {"ivagate_ready": "true"} | ({} if until is None else {"ivagate_ready_until": until})
+    steps = run_dialplan(tree(), "ivagate", channel, NOW)
+    assert steps == [("respond", "503 Service Unavailable")]
+    assert "ivagate_ready_until" not in tree().variables, "vars.xml must not open the gate"
 
 
 # Both AES_CM_128 suites RingCX's SBCs may offer, colon-separated as FreeSWITCH parses them
@@ -211,8 +226,8 @@ def test_srtp_required_only_on_tls_calls(
 ) -> None:
     """X-Edge-Transport: tls makes SRTP mandatory (unless switched off); other calls: optional."""
     assembly = tree({"IVAGATE_FS_SRTP_REQUIRED_ON_TLS": switch})
-    channel = {"ivagate_ready": "true", "sip_h_X-Edge-Transport": transport}
-    steps = run_dialplan(assembly, "ivagate", channel)
+    channel = {**READY, "sip_h_X-Edge-Transport": transport}
+    steps = run_dialplan(assembly, "ivagate", channel, NOW)
     assert (MANDATORY in steps) is required
     assert steps[-1] == ("park", "")
     if required:
@@ -222,8 +237,8 @@ def test_srtp_required_only_on_tls_calls(
 def test_srtp_suites_are_a_site_value(tree: Tree) -> None:
     """IVAGATE_FS_SRTP_SUITES replaces the suites a TLS call must use."""
     assembly = tree({"IVAGATE_FS_SRTP_SUITES": "AEAD_AES_256_GCM_8:AES_CM_128_HMAC_SHA1_80"})
-    channel = {"ivagate_ready": "true", "sip_h_X-Edge-Transport": "tls"}
-    steps = run_dialplan(assembly, "ivagate", channel)
+    channel = {**READY, "sip_h_X-Edge-Transport": "tls"}
+    steps = run_dialplan(assembly, "ivagate", channel, NOW)
     assert (
         "set",
         "rtp_secure_media_inbound=mandatory:AEAD_AES_256_GCM_8:AES_CM_128_HMAC_SHA1_80",

@@ -24,7 +24,7 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
-from fs_esl import esl_session, parked
+from fs_esl import esl_session, parked, set_gate
 from tests.support.edge import CALLER, Edge, EdgeSetup, write_certificates
 
 from ivagate.esl import EslClient
@@ -124,7 +124,7 @@ async def test_node_behind_the_private_face_takes_the_call_and_reaches_ringcx(
     work = tmp_path / "edge"
     work.mkdir()
     with Edge(work, setup) as edge:
-        assert (await esl.api("global_setvar ivagate_ready=true")).startswith("+OK")
+        await set_gate(esl)
         did = f"1555{secrets.randbelow(10**7):07d}"
         plan = CallPlan(
             target=f"{PUBLIC}:{edge.tls_port}",

@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from fs_esl import esl_session, parked
+from fs_esl import esl_session, parked, set_gate
 
 from ivagate.esl import EslClient
 from ivagate.info import encode_info, send_info_command
@@ -61,7 +61,7 @@ async def test_srtp_offer_is_parked_answered_savp_and_info_arrives_as_json(
     esl: EslClient, live_node: LiveNode
 ) -> None:
     """SRTP offer: parked for the controller, answered RTP/SAVP, uuid_send_info arrives as JSON."""
-    assert (await esl.api("global_setvar ivagate_ready=true")).startswith("+OK")
+    await set_gate(esl)
     did, task = call(live_node, "udp", srtp=True, bye="final")
     channel = await parked(esl, did)
     uuid = channel["uuid"]
@@ -86,7 +86,7 @@ async def test_tls_call_offering_plain_rtp_is_refused_488(
     esl: EslClient, live_node: LiveNode
 ) -> None:
     """X-Edge-Transport: tls with a plain RTP offer: uuid_answer fails and the caller gets 488."""
-    assert (await esl.api("global_setvar ivagate_ready=true")).startswith("+OK")
+    await set_gate(esl)
     did, task = call(live_node, "tls", srtp=False, expect=488)
     channel = await parked(esl, did)
     assert (await esl.api(f"uuid_answer {channel['uuid']}")).startswith("-ERR")
@@ -94,12 +94,13 @@ async def test_tls_call_offering_plain_rtp_is_refused_488(
     assert report.invite_status == 488, report.to_dict()
 
 
-@pytest.mark.parametrize("value", ["", "false"])
+@pytest.mark.parametrize(("value", "lease"), [("", 60), ("false", 60), ("true", -1)])
 async def test_node_not_ready_answers_503_at_once(
-    esl: EslClient, live_node: LiveNode, value: str
+    esl: EslClient, live_node: LiveNode, value: str, lease: float
 ) -> None:
-    """ivagate_ready unset or false: the caller gets 503 and nothing is parked."""
-    await esl.api(f"global_setvar ivagate_ready={value}")
+    """ivagate_ready unset or false (drained), or the lease past (a dead controller): the caller
+    gets 503 and nothing is parked."""
+    await set_gate(esl, value, lease)
     did, task = call(live_node, "udp", expect=503)
     report = await task
     assert report.invite_status == 503, report.to_dict()
@@ -109,7 +110,7 @@ async def test_node_not_ready_answers_503_at_once(
 
 async def test_invite_from_outside_the_edge_is_refused(esl: EslClient, live_node: LiveNode) -> None:
     """A source outside IVAGATE_FS_EDGE_CIDRS gets 403 (auth-calls off) even on a ready node."""
-    assert (await esl.api("global_setvar ivagate_ready=true")).startswith("+OK")
+    await set_gate(esl)
     did, task = call(live_node, "udp", local_host="127.0.0.3", expect=403)
     report = await task
     assert report.invite_status == 403, report.to_dict()

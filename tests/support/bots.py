@@ -19,6 +19,7 @@ __all__ = [
     "LongPlay",
     "Payloads",
     "Silent",
+    "Slow",
     "TwoUpdates",
     "UpdateAfterHangup",
 ]
@@ -193,3 +194,18 @@ class Gated(Recording):
         type(self).seen.append(("answered", call.uuid))
         await type(self).go.wait()
         await call.finish({"intent": "Sales"})
+
+
+class Slow(Recording):
+    """Answers only after ``options["delay"]`` seconds (default 3): past a short deadline."""
+
+    seen: ClassVar[list[Any]] = []
+
+    async def on_call_start(self, call: Call) -> None:
+        await asyncio.sleep(float(self.options.get("delay", 3)))
+        try:
+            await call.answer()
+        except CallEnded:
+            type(self).seen.append("CallEnded")
+            raise
+        await call.finish({"intent": "Late"})

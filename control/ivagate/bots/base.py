@@ -6,6 +6,13 @@ named after the call events they take:
 
 * ``on_call_start(call)``: the bot's flow; the call is parked and not yet answered.
   Returning without ``finish()`` or ``hangup()`` ends the call as Failed (no final intent).
+  **Answer within ``call.answer_deadline`` seconds (default 4) of the call's arrival**: the
+  caller is waiting on the INVITE, and the edge gives a media node ``MEDIA_ANSWER_TIMEOUT``
+  (5 s) before it cancels the call and runs it again on another node. So at the deadline the
+  controller fails the call itself, once: the caller gets 480, the call ends Failed, and the
+  bot's late ``answer()`` (or any other call action) raises ``CallEnded``. Do slow set-up
+  (a session with your platform) after ``answer()``, while playing something, or ahead of
+  calls in something the per-call instances share (the constructor runs within the deadline).
 * ``on_dtmf(call, digit)``: a DTMF digit arrived outside ``collect_digits()``.
 * ``on_hangup(call, outcome)``: the call is over; clean up. No call methods work any more.
 
@@ -104,7 +111,8 @@ class Call(Protocol):
         """The ``sip_i_*`` channel variables as FreeSWITCH gave them (URL-encoded)."""
 
     async def answer(self) -> None:
-        """Answer the call (200 OK with FreeSWITCH's SDP answer)."""
+        """Answer the call (200 OK with FreeSWITCH's SDP answer); raises ``CallEnded`` after
+        ``call.answer_deadline``, when the call has already failed with 480."""
 
     async def play(self, source: str) -> None:
         """Play a file path or a ``tone_stream://`` and wait for it to end."""
