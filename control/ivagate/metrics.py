@@ -46,6 +46,24 @@ class Metrics:
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0),
             registry=registry,
         )
+        self.info_answers = Counter(
+            "ivagate_info_answers_total",
+            "INFOs by how RingCX answered (edge reports): the SIP status, timeout (no answer at "
+            "the edge), no_ack (not sent: RingCX's ACK never came), no_report",
+            ["status"],
+            registry=registry,
+        )
+        self.info_answer_seconds = Histogram(
+            "ivagate_info_answer_seconds",
+            "From the edge sending an INFO to RingCX's final answer (edge reports)",
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
+            registry=registry,
+        )
+        self.edge_reports_connected = Gauge(
+            "ivagate_edge_reports_connected",
+            "Edges whose INFO reports this controller receives now",
+            registry=registry,
+        )
         self.esl_connected = Gauge(
             "ivagate_esl_connected",
             "1 while the Event Socket connection is up",

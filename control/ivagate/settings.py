@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, Field, SecretStr
+from pydantic import BaseModel, Field, SecretStr, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -23,6 +23,7 @@ from pydantic_settings import (
 __all__ = [
     "ApiSettings",
     "CallSettings",
+    "EdgeSettings",
     "EslSettings",
     "LogSettings",
     "RoutingSettings",
@@ -75,6 +76,12 @@ class CallSettings(BaseModel):
     info_max_bytes: int = Field(
         16384, ge=64, description="largest JSON body sent as one SIP INFO, in bytes"
     )
+    udp_info_max_bytes: int = Field(
+        800,
+        ge=64,
+        description="the same on calls RingCX places over UDP: RFC 3261 18.1.1 wants a "
+        "request near or over 1300 bytes off UDP; above it a payload is refused",
+    )
     final_bye_timeout: float = Field(
         10.0, gt=0, description="after the final intent, seconds to wait for RingCX's BYE"
     )
@@ -95,6 +102,36 @@ class CallSettings(BaseModel):
     drain_timeout: float = Field(
         60.0, gt=0, description="on shutdown, seconds active calls get to finish"
     )
+
+
+class EdgeSettings(BaseModel):
+    """The edges' reports of RingCX's answer to each INFO (kamailio/README.md, evapi)."""
+
+    reports: list[str] = Field(
+        default_factory=list,
+        description="'host:port' of each edge's report listener (its REPORT_ADDR); "
+        "none: INFOs are not followed (sip_status null, Success on FreeSWITCH's +OK)",
+    )
+    token: SecretStr | None = Field(
+        None, description="the edges' REPORT_TOKEN, sent first on each connection"
+    )
+    source: str | None = Field(
+        None,
+        description="address to connect from: the media node's, which the edge knows "
+        "(unset: the system's choice)",
+    )
+    report_timeout: float = Field(
+        10.0,
+        gt=0,
+        description="seconds to wait for an INFO's report before the next INFO; longer "
+        "than the edge's ACK_WAIT plus INFO_REPLY_TIMEOUT (4 s each)",
+    )
+
+    @model_validator(mode="after")
+    def _token_with_reports(self) -> EdgeSettings:
+        if self.reports and self.token is None:
+            raise ValueError("edge.token is required with edge.reports")
+        return self
 
 
 class ApiSettings(BaseModel):
@@ -133,6 +170,7 @@ class Settings(BaseSettings):
     routing: RoutingSettings = Field(default_factory=RoutingSettings)
     call: CallSettings = Field(default_factory=CallSettings)
     api: ApiSettings = Field(default_factory=ApiSettings)
+    edge: EdgeSettings = Field(default_factory=EdgeSettings)
     log: LogSettings = Field(default_factory=LogSettings)
 
     @classmethod

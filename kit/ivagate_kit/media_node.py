@@ -46,6 +46,7 @@ class NodeScript:
     answer: int | Literal["hang"] = 200  # 200, an error status, or "hang" (100 only)
     infos: list[dict[str, Any] | str] = field(default_factory=list)  # str: sent verbatim
     info_interval: float = 0.2  # seconds before each INFO (the first counts from the ACK)
+    info_before_ack: bool = False  # the first INFO's interval counts from the 2xx instead
     bye_after: float | None = None  # seconds after the last INFO; None: wait for the BYE
     early: list[int] = field(default_factory=list)  # provisional statuses after 100 (180, 183)
     answer_delay: float = 0.0  # seconds between the last provisional and the final answer
@@ -234,8 +235,12 @@ class MediaNode:
         ok = invite.response(200, to_tag=call.tag, body=build_answer(invite.body, host, MEDIA_PORT))
         ok.headers.add("Contact", contact)
         ok.headers.add("Content-Type", "application/sdp")
-        await self._send_until_acked(invite, ok, call)
-        await self._run_script(call)
+        acked = self._send_until_acked(invite, ok, call)
+        if self.script.info_before_ack:  # as FreeSWITCH may: the controller sees no ACK
+            await asyncio.gather(acked, self._run_script(call))
+        else:
+            await acked
+            await self._run_script(call)
 
     async def _send_until_acked(self, invite: SipMessage, ok: SipMessage, call: _NodeCall) -> None:
         """Send the 2xx, and on UDP resend it (timer G) until the ACK comes (RFC 3261 13.3.1.4)."""
