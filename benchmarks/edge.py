@@ -21,14 +21,16 @@ import contextlib
 import os
 import socket
 import tempfile
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from tests.support.edge import (
     CALLER,
     NODE_HOSTS,
+    REPORT_TOKEN,
     Edge,
     EdgeSetup,
     free_port,
@@ -121,6 +123,7 @@ class Trials:
     transport: str
     edge_cpu: dict[float, float] = field(default_factory=dict)
     pinned: str = ""  # the cores the OS reports during a passing edge run
+    reports: dict[float, int] = field(default_factory=dict)  # INFO reports the node's got
 
     def direct(self, rate: float) -> bool:
         return self._trial(rate, via_edge=False)
@@ -170,7 +173,9 @@ class Trials:
             edge_dir.mkdir(exist_ok=True)
             with started_on(EDGE_CORE):
                 edge = Edge(edge_dir, setup).start()
+            stack = contextlib.ExitStack()
             try:
+                reports = stack.enter_context(report_reader(edge))
                 cpu_before = edge.cpu_seconds()
                 caller = start_caller(
                     edge,
@@ -186,11 +191,48 @@ class Trials:
                 if passed:
                     self.edge_cpu[rate] = (edge.cpu_seconds() - cpu_before) / calls
                     self.pinned = pinning()
+                    self.reports[rate] = reports.count
                 return passed
             finally:
+                stack.close()
                 edge.stop()
         finally:
             node.stop()
+
+
+@contextlib.contextmanager
+def report_reader(edge: Edge) -> Iterator[ReportReader]:
+    """The media node's controller as the edge sees it (``ivagate.edge_reports``): connected
+    from the node's address with the report token, reading and counting INFO reports."""
+    sock = socket.create_connection(
+        (edge.host, edge.report_port), timeout=5, source_address=(NODE_HOSTS[0], 0)
+    )
+    reader = ReportReader(sock)
+    sock.sendall(b"%d:%s," % (len(REPORT_TOKEN), REPORT_TOKEN.encode()))
+    thread = threading.Thread(target=reader.read, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 5
+    while "reports go to the controller" not in edge.log() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    try:
+        yield reader
+    finally:
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_RDWR)
+        sock.close()
+        thread.join()
+
+
+@dataclass
+class ReportReader:
+    sock: socket.socket
+    count: int = 0
+
+    def read(self) -> None:
+        with contextlib.suppress(OSError):
+            self.sock.settimeout(None)
+            while data := self.sock.recv(65536):
+                self.count += data.count(b":info ")
 
 
 EMULATOR_CALLS = 200
@@ -264,6 +306,12 @@ def main() -> int:
             ]
             if trials.pinned:
                 notes.append(f"  {transport} edge run: {trials.pinned}")
+            if edge in trials.reports:
+                calls = int(edge * SECONDS_PER_RUN)
+                notes.append(
+                    f"  {transport} edge run: {trials.reports[edge]} INFO reports for"
+                    f" {calls} calls read by the node's controller stand-in"
+                )
             rows.append((transport, direct, edge, trials.edge_cpu.get(edge, 0.0)))
         emulator = []
         for name in ("tcp", "tls"):

@@ -172,8 +172,8 @@ class CallSession:
     async def finish(self, payload: Mapping[str, Any]) -> InfoRecord:
         entry = await self._send_info(payload, final=True)
         if not self._final_delivered():
-            # RingCX refused or never answered the final intent: it will not hang up
-            self.fail(f"final intent: {entry.describe()}")
+            # RingCX refused or never answered the final intent: it will not hang up (the
+            # failure is noted with the answer, _await_report)
             await self.end("NORMAL_CLEARING")
             return entry
         if not await self.wait_ended(self.settings.final_bye_timeout):
@@ -410,6 +410,8 @@ class CallSession:
                 self.metrics.info_answers.labels(status=report.end.replace("-", "_")).inc()
         if not entry.delivered:
             self.log.info("INFO %d: %s", entry.seq, entry.describe())
+        if entry.final and not entry.delivered:
+            self.fail(f"final intent: {entry.describe()}")
         if entry.final and self._hangup is not None:
             self._decide(*self._hangup)
 
