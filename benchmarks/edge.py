@@ -30,7 +30,6 @@ from pathlib import Path
 from tests.support.edge import (
     CALLER,
     NODE_HOSTS,
-    REPORT_TOKEN,
     Edge,
     EdgeSetup,
     free_port,
@@ -202,37 +201,37 @@ class Trials:
 
 @contextlib.contextmanager
 def report_reader(edge: Edge) -> Iterator[ReportReader]:
-    """The media node's controller as the edge sees it (``ivagate.edge_reports``): connected
-    from the node's address with the report token, reading and counting INFO reports."""
-    sock = socket.create_connection(
-        (edge.host, edge.report_port), timeout=5, source_address=(NODE_HOSTS[0], 0)
-    )
-    reader = ReportReader(sock)
-    sock.sendall(b"%d:%s," % (len(REPORT_TOKEN), REPORT_TOKEN.encode()))
-    thread = threading.Thread(target=reader.read, daemon=True)
+    """The media node's controller as the edge sees it (``ivagate.edge_reports``): a
+    listener on the node's address that reads and counts the edge's INFO reports."""
+    server = socket.create_server((NODE_HOSTS[0], edge.report_port))
+    reader = ReportReader(server)
+    thread = threading.Thread(target=reader.serve, daemon=True)
     thread.start()
-    deadline = time.monotonic() + 5
-    while "reports go to the controller" not in edge.log() and time.monotonic() < deadline:
-        time.sleep(0.05)
     try:
         yield reader
     finally:
-        with contextlib.suppress(OSError):
-            sock.shutdown(socket.SHUT_RDWR)
-        sock.close()
+        reader.stop()
         thread.join()
 
 
 @dataclass
 class ReportReader:
-    sock: socket.socket
+    server: socket.socket
     count: int = 0
+    connection: socket.socket | None = None
 
-    def read(self) -> None:
+    def serve(self) -> None:
         with contextlib.suppress(OSError):
-            self.sock.settimeout(None)
-            while data := self.sock.recv(65536):
-                self.count += data.count(b":info ")
+            self.connection, _ = self.server.accept()  # the edge keeps one connection
+            while data := self.connection.recv(65536):
+                self.count += data.count(b"\n")
+
+    def stop(self) -> None:
+        for sock in (self.connection, self.server):
+            if sock is not None:
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+                sock.close()
 
 
 EMULATOR_CALLS = 200

@@ -61,7 +61,7 @@ class Metrics:
         )
         self.edge_reports_connected = Gauge(
             "ivagate_edge_reports_connected",
-            "Edges whose INFO reports this controller receives now",
+            "Connections from edges sending INFO reports now",
             registry=registry,
         )
         self.esl_connected = Gauge(

@@ -105,20 +105,19 @@ class CallSettings(BaseModel):
 
 
 class EdgeSettings(BaseModel):
-    """The edges' reports of RingCX's answer to each INFO (kamailio/README.md, evapi)."""
+    """The edges' reports of RingCX's answer to each INFO (kamailio/README.md, "INFO reports")."""
 
-    reports: list[str] = Field(
-        default_factory=list,
-        description="'host:port' of each edge's report listener (its REPORT_ADDR); "
-        "none: INFOs are not followed (sip_status null, Success on FreeSWITCH's +OK)",
+    listen: str | None = Field(
+        None,
+        description="'host:port' the edges send INFO reports to: this media node's address "
+        "and the edges' REPORT_PORT (8449); unset: INFOs are not followed (sip_status null, "
+        "Success on FreeSWITCH's +OK)",
+    )
+    edges: list[str] = Field(
+        default_factory=list, description="addresses of the edges allowed to send reports"
     )
     token: SecretStr | None = Field(
-        None, description="the edges' REPORT_TOKEN, sent first on each connection"
-    )
-    source: str | None = Field(
-        None,
-        description="address to connect from: the media node's, which the edge knows "
-        "(unset: the system's choice)",
+        None, description="the edges' REPORT_TOKEN, which starts every report line"
     )
     report_timeout: float = Field(
         10.0,
@@ -128,9 +127,12 @@ class EdgeSettings(BaseModel):
     )
 
     @model_validator(mode="after")
-    def _token_with_reports(self) -> EdgeSettings:
-        if self.reports and self.token is None:
-            raise ValueError("edge.token is required with edge.reports")
+    def _complete(self) -> EdgeSettings:
+        if self.listen is not None:
+            if self.token is None or not self.token.get_secret_value():
+                raise ValueError("edge.token is required with edge.listen")
+            if not self.edges:
+                raise ValueError("edge.edges is required with edge.listen")
         return self
 
 

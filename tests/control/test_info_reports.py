@@ -2,13 +2,14 @@
 before the next leaves, the record and /metrics show the answers, and the outcome follows the
 answer to the final intent.
 
-The edge is a stand-in evapi listener (netstrings, the token first) pushing report lines as
-kamailio.cfg's route[INFO_REPORT] writes them; the controller runs on the ESL double.
+The edge is a stand-in writing report lines as kamailio.cfg's route[INFO_REPORT] does; the
+controller runs on the ESL double.
 """
 
 from __future__ import annotations
 
 import asyncio
+import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 
@@ -24,36 +25,29 @@ TOKEN = "edge-token"
 
 
 class FakeEdge:
-    """An edge's report listener: takes a controller that sends the token, pushes reports."""
+    """An edge: one TCP connection to the controller's report listener, report lines on it."""
 
     def __init__(self) -> None:
-        self.writers: list[asyncio.StreamWriter] = []
-        self.tokens: list[bytes] = []
+        self.writer: asyncio.StreamWriter | None = None
         self.cseq = 100
-        self.server: asyncio.Server | None = None
 
-    async def start(self) -> str:
-        self.server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
-        return f"127.0.0.1:{self.server.sockets[0].getsockname()[1]}"
+    async def connect(self, listen: str) -> None:
+        host, _, port = listen.rpartition(":")
+        _, self.writer = await asyncio.open_connection(host, int(port))
 
-    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        length = await reader.readuntil(b":")
-        self.tokens.append((await reader.readexactly(int(length[:-1]) + 1))[:-1])
-        self.writers.append(writer)
-
-    def report(self, call_id: str, status: int, end: str = "reply", reason: str = "OK") -> None:
+    def report(
+        self, call_id: str, status: int, end: str = "reply", reason: str = "OK", token: str = TOKEN
+    ) -> None:
+        assert self.writer is not None
         self.cseq += 1
         now = time.time()
-        line = f"info {end} {status} {now - 0.012:.6f} {now:.6f} {self.cseq} {call_id} {reason}"
-        for writer in self.writers:
-            writer.write(b"%d:%s," % (len(line), line.encode()))
+        times = f"{now - 0.012:.6f} {now:.6f}"
+        line = f"{token} info {end} {status} {times} {self.cseq} {call_id} {reason}\n"
+        self.writer.write(line.encode())
 
     async def stop(self) -> None:
-        for writer in self.writers:
-            writer.close()
-        if self.server is not None:
-            self.server.close()
-            await self.server.wait_closed()
+        if self.writer is not None:
+            self.writer.close()
 
 
 @pytest.fixture
@@ -65,19 +59,30 @@ async def edge() -> AsyncIterator[FakeEdge]:
 
 @pytest.fixture
 async def reporting(
-    edge: FakeEdge, double: EslDouble, controller_on: Callable[..., Awaitable[Controller]]
+    edge: FakeEdge, controller_on: Callable[..., Awaitable[Controller]]
 ) -> Callable[..., Awaitable[Controller]]:
-    """A controller following ``edge``'s reports, connected to it."""
+    """A controller taking ``edge``'s reports, the edge connected to it."""
 
     async def start(report_timeout: float = 5.0) -> Controller:
-        address = await edge.start()
+        listen = f"127.0.0.1:{free_port()}"
         controller = await controller_on(
-            edge={"reports": [address], "token": TOKEN, "report_timeout": report_timeout}
+            edge={
+                "listen": listen,
+                "edges": ["127.0.0.1"],
+                "token": TOKEN,
+                "report_timeout": report_timeout,
+            }
         )
-        await double.wait_for(lambda: edge.writers != [])
+        await edge.connect(listen)
         return controller
 
     return start
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 async def call_id_of(controller: Controller, double: EslDouble, uuid: str) -> str:
@@ -99,7 +104,10 @@ async def test_next_info_leaves_after_the_previous_answer(
     await double.wait_for(lambda: len(infos) == 1)
     await asyncio.sleep(0.2)
     assert len(infos) == 1  # the second waits for RingCX's answer to the first
-    assert edge.tokens == [TOKEN.encode()]
+    edge.report(call_id, 200, token="wrong-token")  # not taken, and the edge is cut off
+    await asyncio.sleep(0.1)
+    assert len(infos) == 1
+    await edge.connect(controller.settings.edge.listen or "")
     edge.report(call_id, 200)
     await double.wait_for(lambda: len(infos) == 2)
     edge.report(call_id, 481, reason="Call/Transaction Does Not Exist")

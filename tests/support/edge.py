@@ -64,7 +64,7 @@ CALLER = "127.0.0.2"  # RingCX, on the allowlist
 OUTSIDER = "127.0.0.3"  # not on the allowlist
 PROBE = "127.0.0.5"  # health-probe group of the allowlist
 NODE_HOSTS = ("127.0.0.11", "127.0.0.12", "127.0.0.13")  # media nodes
-REPORT_TOKEN = "test-report-token"  # the edge's REPORT_TOKEN: controllers send it first
+REPORT_TOKEN = "test-report-token"  # the edge's REPORT_TOKEN: every report line starts with it
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -126,7 +126,7 @@ class Edge:
         self.sip_port = free_port(self.host)
         self.tls_port = free_port(self.host)
         self.http_port = free_port("127.0.0.1")
-        self.report_port = free_port(self.host)  # evapi: INFO reports to the controllers
+        self.report_port = free_port(NODE_HOSTS[0])  # the nodes' controllers: INFO reports
         self.allowlist = workdir / "allowlist.address"
         self.dispatcher = workdir / "dispatcher.list"
         self.tls_config = workdir / "tls.cfg"
@@ -141,10 +141,6 @@ class Edge:
     def tls(self) -> str:
         return f"{self.host}:{self.tls_port}"
 
-    @property
-    def reports(self) -> str:
-        return f"{self.host}:{self.report_port}"
-
     def write_allowlist(self, allow: Sequence[str], probes: Sequence[str] = ()) -> None:
         self.allowlist.write_text(render_site("allowlist", " ".join(allow), " ".join(probes)))
 
@@ -155,7 +151,7 @@ class Edge:
             "SIP_PORT": str(self.sip_port),
             "TLS_PORT": str(self.tls_port),
             "HTTP_PORT": str(self.http_port),
-            "REPORT_ADDR": f'"{self.reports}"',
+            "REPORT_PORT": str(self.report_port),
             "REPORT_TOKEN": f'"{REPORT_TOKEN}"',
             "ALLOWLIST_FILE": f'"{self.allowlist}"',
             "DISPATCHER_LIST": f'"{self.dispatcher}"',
