@@ -53,12 +53,6 @@ class Metrics:
             ["status"],
             registry=registry,
         )
-        self.info_answer_seconds = Histogram(
-            "ivagate_info_answer_seconds",
-            "From the edge sending an INFO to RingCX's final answer (edge reports)",
-            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
-            registry=registry,
-        )
         self.edge_reports_connected = Gauge(
             "ivagate_edge_reports_connected",
             "Connections from edges sending INFO reports now",

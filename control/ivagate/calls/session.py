@@ -403,11 +403,8 @@ class CallSession:
             self.metrics.info_answers.labels(status="no_report").inc()
         else:
             entry.reported(report)
-            if report.end == "reply":
-                self.metrics.info_answers.labels(status=str(report.status)).inc()
-                self.metrics.info_answer_seconds.observe(report.ended - report.sent)
-            else:
-                self.metrics.info_answers.labels(status=report.end.replace("-", "_")).inc()
+            status = str(report.status) if report.end == "reply" else report.end.replace("-", "_")
+            self.metrics.info_answers.labels(status=status).inc()
         if not entry.delivered:
             self.log.info("INFO %d: %s", entry.seq, entry.describe())
         if entry.final and not entry.delivered:
