@@ -21,8 +21,9 @@ import contextlib
 import os
 import socket
 import tempfile
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -121,6 +122,7 @@ class Trials:
     transport: str
     edge_cpu: dict[float, float] = field(default_factory=dict)
     pinned: str = ""  # the cores the OS reports during a passing edge run
+    reports: dict[float, int] = field(default_factory=dict)  # INFO reports the node's got
 
     def direct(self, rate: float) -> bool:
         return self._trial(rate, via_edge=False)
@@ -170,7 +172,9 @@ class Trials:
             edge_dir.mkdir(exist_ok=True)
             with started_on(EDGE_CORE):
                 edge = Edge(edge_dir, setup).start()
+            stack = contextlib.ExitStack()
             try:
+                reports = stack.enter_context(report_reader(edge))
                 cpu_before = edge.cpu_seconds()
                 caller = start_caller(
                     edge,
@@ -186,11 +190,48 @@ class Trials:
                 if passed:
                     self.edge_cpu[rate] = (edge.cpu_seconds() - cpu_before) / calls
                     self.pinned = pinning()
+                    self.reports[rate] = reports.count
                 return passed
             finally:
+                stack.close()
                 edge.stop()
         finally:
             node.stop()
+
+
+@contextlib.contextmanager
+def report_reader(edge: Edge) -> Iterator[ReportReader]:
+    """The media node's controller as the edge sees it (``ivagate.edge_reports``): a
+    listener on the node's address that reads and counts the edge's INFO reports."""
+    server = socket.create_server((NODE_HOSTS[0], edge.report_port))
+    reader = ReportReader(server)
+    thread = threading.Thread(target=reader.serve, daemon=True)
+    thread.start()
+    try:
+        yield reader
+    finally:
+        reader.stop()
+        thread.join()
+
+
+@dataclass
+class ReportReader:
+    server: socket.socket
+    count: int = 0
+    connection: socket.socket | None = None
+
+    def serve(self) -> None:
+        with contextlib.suppress(OSError):
+            self.connection, _ = self.server.accept()  # the edge keeps one connection
+            while data := self.connection.recv(65536):
+                self.count += data.count(b"\n")
+
+    def stop(self) -> None:
+        for sock in (self.connection, self.server):
+            if sock is not None:
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+                sock.close()
 
 
 EMULATOR_CALLS = 200
@@ -264,6 +305,12 @@ def main() -> int:
             ]
             if trials.pinned:
                 notes.append(f"  {transport} edge run: {trials.pinned}")
+            if edge in trials.reports:
+                calls = int(edge * SECONDS_PER_RUN)
+                notes.append(
+                    f"  {transport} edge run: {trials.reports[edge]} INFO reports for"
+                    f" {calls} calls read by the node's controller stand-in"
+                )
             rows.append((transport, direct, edge, trials.edge_cpu.get(edge, 0.0)))
         emulator = []
         for name in ("tcp", "tls"):

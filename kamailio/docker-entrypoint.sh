@@ -24,6 +24,10 @@
 #                             kamailio/ringcx-networks)
 #   IVAGATE_EDGE_MEDIA_NODES  media-node SIP URIs, separated by spaces or commas, in priority
 #                             order (sip:127.0.0.1:5080)
+#   IVAGATE_EDGE_REPORT_TOKEN the token every INFO report to a media node's controller starts
+#                             with (kamailio/README.md, "INFO reports"; the controller's
+#                             IVAGATE_EDGE__TOKEN)
+#   IVAGATE_EDGE_REPORT_PORT  the controllers' report port on their nodes' addresses (8449)
 #   IVAGATE_EDGE_DEFINES      more kamailio.cfg switches, e.g. "WITH_DEBUG TESTING"
 #   IVAGATE_EDGE_SHM_MB       shared memory, MB (256: Kamailio's 64 runs out at a few hundred
 #                             calls/s; see kamailio/README.md "Tuning")
@@ -111,6 +115,9 @@ run() {
 	fi
 	[ -z "${IVAGATE_EDGE_ADVERTISE:-}" ] || defines+=(-A "ADVERTISE_ADDR=$IVAGATE_EDGE_ADVERTISE")
 	[ -z "${IVAGATE_EDGE_MEDIA_ADDR:-}" ] || defines+=(-A "MEDIA_ADDR=$IVAGATE_EDGE_MEDIA_ADDR")
+	[ -z "${IVAGATE_EDGE_REPORT_TOKEN:-}" ] ||
+		defines+=(-A "REPORT_TOKEN=\"$IVAGATE_EDGE_REPORT_TOKEN\"")
+	[ -z "${IVAGATE_EDGE_REPORT_PORT:-}" ] || defines+=(-A "REPORT_PORT=$IVAGATE_EDGE_REPORT_PORT")
 	for define in $(words "${IVAGATE_EDGE_DEFINES:-}"); do
 		defines+=(-A "$define")
 	done

@@ -10,6 +10,7 @@ Public surface (the HTTP API, ``ivagate run`` and the benchmark build on it)::
     controller.calls              # ivagate.calls.registry.CallRegistry (get / all / active)
     controller.bots               # ivagate.bots.registry.BotRegistry
     controller.metrics            # ivagate.metrics.Metrics (its registry is GET /metrics)
+    controller.edge_reports       # ivagate.edge_reports.EdgeReports: RingCX's INFO answers
     await controller.drain()      # ivagate_ready=false: new calls get 503 from the dialplan
     await controller.wait_idle()  # returns once no call is active
     await controller.stop()       # drain, let calls finish (call.drain_timeout), end the rest
@@ -48,6 +49,7 @@ from .bots.base import Bot, CallEnded, StopBot
 from .bots.registry import BotRegistry
 from .calls.registry import CallRegistry
 from .calls.session import CallSession
+from .edge_reports import EdgeReports
 from .esl import EslClient, EslError
 from .events import ChannelAnswer, ChannelHangupComplete, ChannelPark, Dtmf, EslEvent
 from .invite import Invite
@@ -72,6 +74,7 @@ class Controller:
         self.metrics = Metrics()
         # read when /metrics is scraped: exact, and nothing to keep up to date per call
         self.metrics.active_calls.set_function(self.calls.active_count)
+        self.edge_reports = EdgeReports(settings.edge, self.calls, self.metrics)
         self._ready = False
         self._draining = False
         self._bots: dict[str, Bot] = {}
@@ -100,6 +103,7 @@ class Controller:
         """Load every bot and check the options of those configured or routed to (a broken
         one fails here), then connect in the background."""
         self.bots.load_all(self.settings.routing.routed_bots())
+        await self.edge_reports.start()
         await self.esl.start(self)
         self._spawn(self._renew_lease())
 
@@ -129,6 +133,7 @@ class Controller:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.esl.close()
+        await self.edge_reports.close()
         self.metrics.ready.set(0)
 
     # -- Event Socket listener (called on the loop, in wire order) ----------------------
@@ -168,7 +173,14 @@ class Controller:
     def _take(self, park: ChannelPark) -> None:
         invite = Invite.from_park(park)
         call_log = CallLogger(log, invite.uuid, invite.sip_call_id)
-        call = CallSession(invite, self.esl, self.settings.call, call_log, self.metrics)
+        call = CallSession(
+            invite,
+            self.esl,
+            self.settings.call,
+            call_log,
+            self.metrics,
+            report_timeout=self.settings.edge.report_timeout if self.edge_reports.enabled else None,
+        )
         self.calls.add(call)
         self._idle.clear()
         # Without it FreeSWITCH answers +OK to uuid_send_info and sends nothing (fixtures).

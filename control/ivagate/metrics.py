@@ -46,6 +46,18 @@ class Metrics:
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0),
             registry=registry,
         )
+        self.info_answers = Counter(
+            "ivagate_info_answers_total",
+            "INFOs by how RingCX answered (edge reports): the SIP status, timeout (no answer at "
+            "the edge), no_ack (not sent: RingCX's ACK never came), no_report",
+            ["status"],
+            registry=registry,
+        )
+        self.edge_reports_connected = Gauge(
+            "ivagate_edge_reports_connected",
+            "Connections from edges sending INFO reports now",
+            registry=registry,
+        )
         self.esl_connected = Gauge(
             "ivagate_esl_connected",
             "1 while the Event Socket connection is up",

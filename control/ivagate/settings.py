@@ -23,6 +23,7 @@ from pydantic_settings import (
 __all__ = [
     "ApiSettings",
     "CallSettings",
+    "EdgeSettings",
     "EslSettings",
     "LogSettings",
     "RoutingSettings",
@@ -90,6 +91,12 @@ class CallSettings(BaseModel):
     info_max_bytes: int = Field(
         16384, ge=64, description="largest JSON body sent as one SIP INFO, in bytes"
     )
+    udp_info_max_bytes: int = Field(
+        800,
+        ge=64,
+        description="the same on calls RingCX places over UDP: RFC 3261 18.1.1 wants a "
+        "request near or over 1300 bytes off UDP; above it a payload is refused",
+    )
     final_bye_timeout: float = Field(
         10.0, gt=0, description="after the final intent, seconds to wait for RingCX's BYE"
     )
@@ -118,6 +125,38 @@ class CallSettings(BaseModel):
     drain_timeout: float = Field(
         60.0, gt=0, description="on shutdown, seconds active calls get to finish"
     )
+
+
+class EdgeSettings(BaseModel):
+    """The edges' reports of RingCX's answer to each INFO (kamailio/README.md, "INFO reports")."""
+
+    listen: str | None = Field(
+        None,
+        description="'host:port' the edges send INFO reports to: this media node's address "
+        "and the edges' REPORT_PORT (8449); unset: INFOs are not followed (sip_status null, "
+        "Success on FreeSWITCH's +OK)",
+    )
+    edges: list[str] = Field(
+        default_factory=list, description="addresses of the edges allowed to send reports"
+    )
+    token: SecretStr | None = Field(
+        None, description="the edges' REPORT_TOKEN, which starts every report line"
+    )
+    report_timeout: float = Field(
+        10.0,
+        gt=0,
+        description="seconds to wait for an INFO's report before the next INFO; longer "
+        "than the edge's ACK_WAIT plus INFO_REPLY_TIMEOUT (4 s each)",
+    )
+
+    @model_validator(mode="after")
+    def _complete(self) -> EdgeSettings:
+        if self.listen is not None:
+            if self.token is None or not self.token.get_secret_value():
+                raise ValueError("edge.token is required with edge.listen")
+            if not self.edges:
+                raise ValueError("edge.edges is required with edge.listen")
+        return self
 
 
 class ApiSettings(BaseModel):
@@ -156,6 +195,7 @@ class Settings(BaseSettings):
     routing: RoutingSettings = Field(default_factory=RoutingSettings)
     call: CallSettings = Field(default_factory=CallSettings)
     api: ApiSettings = Field(default_factory=ApiSettings)
+    edge: EdgeSettings = Field(default_factory=EdgeSettings)
     log: LogSettings = Field(default_factory=LogSettings)
 
     @classmethod

@@ -14,7 +14,7 @@ import json
 import signal
 import socket
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal
 
 from ivagate_kit.load import run_load, summarize
 from ivagate_kit.media_node import MediaNode, NodeScript
@@ -83,6 +83,15 @@ def _emulate_parser() -> argparse.ArgumentParser:
         help="RTP telephone-events (plain RTP calls only) or SIP INFO application/dtmf-relay",
     )
     p.add_argument("--dtmf-delay", type=float, default=1.0, help="seconds after 200 OK")
+    p.add_argument(
+        "--info-answer",
+        type=_info_answer,
+        default=200,
+        help="status for a well-formed INFO (e.g. 481, 500), or 'never' to leave it unanswered",
+    )
+    p.add_argument(
+        "--ack-delay", type=float, default=0.0, help="seconds between the 2xx and our ACK"
+    )
     p.add_argument("--calls", type=int, default=1)
     p.add_argument("--rate", type=float, default=1.0, help="calls started per second")
     p.add_argument("--concurrency", type=int, default=50)
@@ -96,6 +105,10 @@ def _source_address(host: str) -> str:
     with socket.socket(family, socket.SOCK_DGRAM) as probe:
         probe.connect((host, 9))
         return str(probe.getsockname()[0])
+
+
+def _info_answer(value: str) -> int | Literal["never"]:
+    return "never" if value == "never" else int(value)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -128,6 +141,8 @@ def main(argv: list[str] | None = None) -> int:
             dtmf=args.dtmf,
             dtmf_mode=args.dtmf_mode,
             dtmf_delay=args.dtmf_delay,
+            info_answer=args.info_answer,
+            ack_delay=args.ack_delay,
         )
         if args.calls == 1:
             reports = [asyncio.run(run_call(plan))]

@@ -254,10 +254,11 @@ class MediaNode:
         ok = invite.response(200, to_tag=call.tag, body=build_answer(invite.body, host, MEDIA_PORT))
         ok.headers.add("Contact", contact)
         ok.headers.add("Content-Type", "application/sdp")
-        if script.info_before_ack:
-            self._spawn(self._run_script(call))  # starts once the 200 is sent
-        await self._send_until_acked(invite, ok, call)
-        if not script.info_before_ack:
+        acked = self._send_until_acked(invite, ok, call)
+        if script.info_before_ack:  # as FreeSWITCH may: the INFOs do not wait for the ACK
+            await asyncio.gather(acked, self._run_script(call))
+        else:
+            await acked
             await self._run_script(call)
 
     async def _send_until_acked(self, invite: SipMessage, ok: SipMessage, call: _NodeCall) -> None:

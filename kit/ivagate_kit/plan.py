@@ -39,6 +39,8 @@ class CallPlan:
     dtmf: str = ""  # keys pressed once answered (0-9 * # A-D)
     dtmf_mode: DtmfMode = "rfc2833"  # as RTP telephone-events, or one SIP INFO per key
     dtmf_delay: float = 1.0  # seconds after the 200 OK before the first key
+    info_answer: int | Literal["never"] = 200  # status for a well-formed INFO, or no answer
+    ack_delay: float = 0.0  # seconds between the 2xx and our ACK (an INFO may come meanwhile)
 
     def __post_init__(self) -> None:
         if self.transport not in get_args(TransportName):
@@ -49,8 +51,12 @@ class CallPlan:
             raise ValueError(f"bye must be 'final', 'never' or seconds, not {self.bye!r}")
         if not isinstance(self.bye, str) and self.bye < 0:
             raise ValueError("bye seconds must not be negative")
-        if self.timeout <= 0 or self.ping_interval < 0:
-            raise ValueError("timeout must be positive and ping_interval not negative")
+        if self.info_answer != "never" and not (
+            isinstance(self.info_answer, int) and 200 <= self.info_answer <= 699
+        ):
+            raise ValueError(f"info_answer must be 200-699 or 'never', not {self.info_answer!r}")
+        if self.timeout <= 0 or self.ping_interval < 0 or self.ack_delay < 0:
+            raise ValueError("timeout must be positive, ping_interval and ack_delay not negative")
         self.address  # noqa: B018 - validate the target now, not mid-call
         if self.dtmf_mode not in get_args(DtmfMode):
             raise ValueError(f"dtmf_mode must be info or rfc2833, not {self.dtmf_mode!r}")

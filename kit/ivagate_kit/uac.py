@@ -89,6 +89,8 @@ class _Call:
         self.remote_bye = asyncio.Event()
         self.connection_lost = asyncio.Event()
         self.info_count = 0
+        self.acked = False  # the 2xx's ACK has been sent
+        self.unanswered: set[int] = set()  # CSeqs of INFOs left unanswered (info_answer)
         self.closing = False
         self.call_over = False  # BYE done either way, or the INVITE failed
 
@@ -223,6 +225,9 @@ class _Call:
             final.status == self.plan.expect,
             final.summary(),
         )
+        if final.status < 300 and self.plan.ack_delay:
+            self.dialog = Dialog.as_uac(self.invite, final, self.plan.transport, self.sent_by)
+            await asyncio.sleep(self.plan.ack_delay)
         self.ack(final)
         if final.status >= 300:
             self.call_over = True
@@ -256,6 +261,7 @@ class _Call:
         dialog = self.establish(final)
         ack = dialog.request("ACK", cseq=self.invite.cseq[0])
         self.agent.send(ack, self.dialog_link())
+        self.acked = True
 
     def dialog_link(self) -> Link:
         """Where in-dialog requests go: RingCX's one connection, or the next hop over UDP."""
@@ -453,10 +459,19 @@ class _Call:
             self.agent.reply(msg, msg.response(488 if msg.method == "INVITE" else 501), link)
 
     def on_info(self, msg: SipMessage, link: Link) -> None:
-        """200 for a JSON object sent as application/json; 415/400 and a failed check if not."""
+        """``plan.info_answer`` (200) for a JSON object sent as application/json; 415/400 and
+        a failed check if not. Flags an INFO that came before our ACK of the 2xx."""
+        if msg.cseq[0] in self.unanswered:
+            return  # a retransmission of an INFO we leave unanswered
         self.info_count += 1
+        self.report.check(
+            f"INFO #{self.info_count} came after our ACK",
+            self.acked,
+            "" if self.acked else "it overtook the ACK of the 2xx",
+        )
         media_type = msg.content_type.split(";")[0].strip().lower()
         obj = None
+        answer = self.plan.info_answer
         if media_type != "application/json":
             status, problem = 415, f"Content-Type is {msg.content_type!r}"
         else:
@@ -467,10 +482,14 @@ class _Call:
                 status, problem = 400, f"not JSON: {e}"
         json_obj = obj if isinstance(obj, dict) else None
         self.report.infos.append(ReceivedInfo(self.now(), msg.content_type, msg.body, json_obj))
-        response = msg.response(status)
-        if status == 415:
-            response.headers.add("Accept", "application/json")
-        self.agent.reply(msg, response, link)
+        answered = answer if status == 200 else status
+        if not isinstance(answered, int):
+            self.unanswered.add(msg.cseq[0])
+        else:
+            response = msg.response(answered)
+            if status == 415:
+                response.headers.add("Accept", "application/json")
+            self.agent.reply(msg, response, link)
         self.report.check(
             f"INFO #{self.info_count} is a JSON object sent as application/json",
             status == 200,

@@ -171,6 +171,22 @@ async def test_refused_update_changes_nothing(
     assert double.channels[uuid].infos == [{"ok": 1}]
 
 
+@pytest.mark.parametrize(("transport", "status"), [("udp", 413), ("tls", 200)])
+async def test_udp_calls_take_smaller_infos(
+    double: EslDouble, api: Api, transport: str, status: int
+) -> None:
+    """A 1 KB payload is over call.udp_info_max_bytes (800) on a call RingCX placed over
+    UDP, and within call.info_max_bytes over TLS."""
+    client = await api()
+    uuid = await double.park(headers={"X-Edge-Transport": transport})
+    await double.wait_for(lambda: double.channels[uuid].state == "answered")
+    response = await client.post(f"/calls/{uuid}/update", json={"blob": "x" * 1000}, headers=AUTH)
+    assert response.status == status
+    if status == 413:
+        assert "800-byte limit" in await error_of(response, 413)
+        assert double.channels[uuid].infos == []
+
+
 async def test_body_over_the_request_limit_is_413(double: EslDouble, api: Api) -> None:
     """A request body over aiohttp's client_max_size gets a JSON 413; the call goes on."""
     client = await api()

@@ -170,7 +170,7 @@ async def test_broken_bot_ends_call_as_failed(
 async def test_invalid_and_oversized_payloads_are_refused(double: EslDouble, controller_on) -> None:
     """Unserialisable, 'final', oversized and non-object payloads raise; the call goes on."""
     controller = await controller_on()
-    uuid = await double.park(headers={"X-Bot-Id": "Payloads"})
+    uuid = await double.park(headers={"X-Bot-Id": "Payloads", "X-Edge-Transport": "tls"})
     await double.wait_for(lambda: len(double.channels[uuid].infos) == 1)
     await double.caller_hangup(uuid)
     record = await ended(controller, uuid)

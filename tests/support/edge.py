@@ -67,6 +67,7 @@ CALLER = "127.0.0.2"  # RingCX, on the allowlist
 OUTSIDER = "127.0.0.3"  # not on the allowlist
 PROBE = "127.0.0.5"  # health-probe group of the allowlist
 NODE_HOSTS = ("127.0.0.11", "127.0.0.12", "127.0.0.13")  # media nodes
+REPORT_TOKEN = "test-report-token"  # the edge's REPORT_TOKEN: every report line starts with it
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -128,6 +129,7 @@ class Edge:
         self.sip_port = free_port(self.host)
         self.tls_port = free_port(self.host)
         self.http_port = free_port("127.0.0.1")
+        self.report_port = free_port(NODE_HOSTS[0])  # the nodes' controllers: INFO reports
         self.allowlist = workdir / "allowlist.address"
         self.dispatcher = workdir / "dispatcher.list"
         self.tls_config = workdir / "tls.cfg"
@@ -152,6 +154,8 @@ class Edge:
             "SIP_PORT": str(self.sip_port),
             "TLS_PORT": str(self.tls_port),
             "HTTP_PORT": str(self.http_port),
+            "REPORT_PORT": str(self.report_port),
+            "REPORT_TOKEN": f'"{REPORT_TOKEN}"',
             "ALLOWLIST_FILE": f'"{self.allowlist}"',
             "DISPATCHER_LIST": f'"{self.dispatcher}"',
             "CHILDREN": "2",

@@ -7,7 +7,7 @@ from aiohttp import web
 from ivagate.api import admin, calls, health
 from ivagate.api.auth import bearer_auth
 from ivagate.api.errors import json_errors
-from ivagate.api.keys import CALL_SETTINGS, CONTROLLER
+from ivagate.api.keys import CONTROLLER
 from ivagate.controller import Controller
 from ivagate.settings import Settings
 
@@ -19,7 +19,6 @@ def create_app(controller: Controller, settings: Settings) -> web.Application:
     # json_errors is outermost so that auth failures and aiohttp's own errors become JSON too.
     app = web.Application(middlewares=[json_errors, bearer_auth(settings.api.token)])
     app[CONTROLLER] = controller
-    app[CALL_SETTINGS] = settings.call
     for concern in (health, calls, admin):
         app.add_routes(concern.routes)
     return app

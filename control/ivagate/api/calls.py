@@ -6,15 +6,18 @@ call's record (``ivagate.calls.records.CallRecord``: identities, bot, timestamps
 * ``GET /calls``: ``{"calls": [record, ...]}``, active calls first, then recently ended ones.
 * ``GET /calls/{id}``: one record.
 * ``POST /calls/{id}/update``: the body is the JSON object to send as a SIP INFO, in order
-  with the bot's own updates.
+  with the bot's own updates. Answers once RingCX answered it (the record's last INFO has
+  its ``sip_status``), or after ``edge.report_timeout``.
 * ``POST /calls/{id}/finish``: the body (optional) is the final intent; ``"final": true`` is
-  added. Answers once the call has ended: RingCX's BYE, or ours after
-  ``call.final_bye_timeout``.
+  added. Answers once the call has ended: RingCX answered the final intent 2xx and sent its
+  BYE (or ours after ``call.final_bye_timeout``), outcome Success; or RingCX refused it or
+  did not answer, we hung up, outcome Failed with RingCX's answer in ``error``.
 * ``POST /calls/{id}/hangup``: optional body ``{"cause": "NORMAL_CLEARING"}``; BYE now.
 
 Errors: 400 body not a JSON object or payload refused (uses ``final``, not serialisable),
 404 unknown call, 409 call already ended (or, for update and finish, its final intent already
-sent), 413 payload over ``call.info_max_bytes``. A refused payload changes nothing: the call
+sent), 413 payload over the call's INFO limit (``call.info_max_bytes``, ``call.udp_info_max_bytes``
+on UDP calls). A refused payload changes nothing: the call
 goes on.
 """
 
@@ -29,7 +32,7 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from ivagate.api.errors import ApiError
-from ivagate.api.keys import CALL_SETTINGS, CONTROLLER
+from ivagate.api.keys import CONTROLLER
 from ivagate.bots.base import CallEnded, HangupCause, PayloadError
 from ivagate.calls.session import CallSession
 from ivagate.info import encode_info
@@ -60,7 +63,7 @@ async def get_call(request: web.Request) -> web.Response:
 @routes.post("/calls/{id}/update")
 async def update(request: web.Request) -> web.Response:
     call = _before_final(request)
-    payload = await _payload(request, final=False)
+    payload = await _payload(request, call, final=False)
     try:
         await call.send_update(payload)
     except CallEnded as exc:
@@ -71,7 +74,7 @@ async def update(request: web.Request) -> web.Response:
 @routes.post("/calls/{id}/finish")
 async def finish(request: web.Request) -> web.Response:
     call = _before_final(request)
-    payload = await _payload(request, final=True) if request.body_exists else {}
+    payload = await _payload(request, call, final=True) if request.body_exists else {}
     try:
         await call.finish(payload)
     except CallEnded as exc:
@@ -135,10 +138,10 @@ async def _json(request: web.Request) -> Any:
         raise ApiError(HTTPStatus.BAD_REQUEST, f"body is not JSON: {exc}") from None
 
 
-async def _payload(request: web.Request, *, final: bool) -> Mapping[str, Any]:
+async def _payload(request: web.Request, call: CallSession, *, final: bool) -> Mapping[str, Any]:
     """The request's JSON object, checked as an INFO body before the call sees it."""
     payload: Mapping[str, Any] = await _json(request)
-    limit = request.app[CALL_SETTINGS].info_max_bytes
+    limit = call.info_max_bytes
     try:
         encode_info(payload, final=final, max_bytes=limit)
     except PayloadError as exc:

@@ -5,9 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from ivagate.controller import Controller
-from ivagate.settings import CallSettings
 
-__all__ = ["CALL_SETTINGS", "CONTROLLER"]
+__all__ = ["CONTROLLER"]
 
 CONTROLLER = web.AppKey("controller", Controller)
-CALL_SETTINGS = web.AppKey("call_settings", CallSettings)

@@ -26,10 +26,13 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Mapping
-from typing import Annotated, Any, ClassVar, Protocol
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Protocol
 
 from multidict import CIMultiDictProxy
 from pydantic import StringConstraints
+
+if TYPE_CHECKING:
+    from ivagate.calls.records import InfoRecord
 
 __all__ = [
     "Bot",
@@ -129,16 +132,25 @@ class Call(Protocol):
     ) -> str:
         """Play ``prompt`` (optional) and collect DTMF; ``""`` when nothing came in time."""
 
-    async def send_update(self, payload: Mapping[str, Any]) -> None:
-        """Send ``payload`` to RingCX as a SIP INFO (``application/json``), in order.
+    @property
+    def info_max_bytes(self) -> int:
+        """The largest INFO body this call takes: smaller when RingCX called over UDP."""
 
-        Raises ``PayloadError`` (not JSON, over ``call.info_max_bytes``, or has ``final``).
+    async def send_update(self, payload: Mapping[str, Any]) -> InfoRecord:
+        """Send ``payload`` to RingCX as a SIP INFO (``application/json``), in order; returns
+        once RingCX answered it (the edge reports the answer: ``sip_status``, ``result``,
+        ``latency``), or after ``edge.report_timeout``. One INFO at a time: the next leaves
+        after this one's answer.
+
+        Raises ``PayloadError`` (not JSON, over ``info_max_bytes``, or has ``final``).
         """
 
-    async def finish(self, payload: Mapping[str, Any]) -> None:
-        """Send the final intent (``"final": true`` added), then wait for RingCX's BYE.
-
-        After ``call.final_bye_timeout`` seconds without it, the controller hangs up itself.
+    async def finish(self, payload: Mapping[str, Any]) -> InfoRecord:
+        """Send the final intent (``"final": true`` added) and return once the call is over,
+        with RingCX's answer to it. Answered 2xx: waits for RingCX's BYE (after
+        ``call.final_bye_timeout`` seconds without it, the controller hangs up) and the call
+        ends as Success. Refused (4xx-6xx), unanswered or unreported: the controller hangs up
+        at once and the call ends as Failed, the answer in its ``error``.
         """
 
     async def hangup(self, cause: str = "NORMAL_CLEARING") -> None:

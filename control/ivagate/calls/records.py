@@ -3,7 +3,7 @@
 ``CallRecord``: identities, bot, SRTP (from FreeSWITCH's answer), timestamps (epoch
 seconds), ``outcome`` (``Outcome`` or ``None`` while active), ``ended``, ``hangup_cause``,
 ``error`` and ``infos``: one ``InfoRecord`` per INFO handed to FreeSWITCH (when, size,
-FreeSWITCH's reply) with ``sip_status`` left ``None`` for the edge to fill in, because
+FreeSWITCH's reply) and how RingCX answered it, which the edge reports (``EdgeReport``):
 FreeSWITCH never reports an INFO's SIP response (see the fixtures README).
 """
 
@@ -17,7 +17,34 @@ from pydantic import TypeAdapter
 from ivagate.bots.base import Outcome
 from ivagate.invite import CallIdentity
 
-__all__ = ["CallRecord", "InfoRecord"]
+__all__ = ["CallRecord", "EdgeReport", "InfoRecord"]
+
+
+@dataclass(frozen=True, slots=True)
+class EdgeReport:
+    """How one INFO ended at the edge (kamailio.cfg, route[INFO_REPORT]).
+
+    ``end``: ``reply`` (RingCX answered ``status``), ``timeout`` (no answer within the
+    edge's INFO_REPLY_TIMEOUT; status 408) or ``no-ack`` (RingCX's ACK never came, the edge
+    answered 500 and sent nothing); ``sent``/``ended``: the edge's clock, epoch seconds.
+    """
+
+    end: str
+    status: int
+    sent: float
+    ended: float
+    cseq: int
+    call_id: str
+    reason: str
+
+    @classmethod
+    def parse(cls, line: str) -> EdgeReport:
+        """``info <end> <status> <sent> <ended> <cseq> <call-id> <reason phrase>``."""
+        kind, end, status, sent, ended, cseq, call_id, *reason = line.split(" ", 7)
+        if kind != "info":
+            raise ValueError(f"not an INFO report: {line!r}")
+        phrase = reason[0] if reason else ""
+        return cls(end, int(status), float(sent), float(ended), int(cseq), call_id, phrase)
 
 
 @dataclass(kw_only=True, slots=True)
@@ -29,7 +56,31 @@ class InfoRecord:
     size: int
     handed_at: float
     reply: str = ""  # FreeSWITCH's answer to uuid_send_info ("+OK Success", "-ERR ...")
-    sip_status: int | None = None  # the INFO's SIP response, reported by the edge if at all
+    # reported by the edge (EdgeReport): "reply", "timeout", "no-ack"; "no-report" when no
+    # report came within edge.report_timeout; None while waiting, or with reports off
+    result: str | None = None
+    sip_status: int | None = None  # RingCX's final response (408: none in time)
+    reason: str | None = None  # its reason phrase
+    latency: float | None = None  # seconds from the edge sending the INFO to its answer
+
+    @property
+    def delivered(self) -> bool:
+        """RingCX answered it 2xx."""
+        return self.result == "reply" and self.sip_status is not None and self.sip_status < 300
+
+    def describe(self) -> str:
+        """How it ended, in words, for logs and the call's error."""
+        if self.result == "reply":
+            return f"RingCX answered {self.sip_status} {self.reason}".rstrip()
+        if self.result == "timeout":
+            return "RingCX did not answer (timeout at the edge)"
+        return f"not delivered: {self.reason}"
+
+    def reported(self, report: EdgeReport) -> None:
+        self.result = report.end
+        self.sip_status = report.status
+        self.reason = report.reason
+        self.latency = round(report.ended - report.sent, 6)
 
 
 @dataclass(kw_only=True, slots=True)

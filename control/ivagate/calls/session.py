@@ -30,7 +30,7 @@ from ivagate.log import CallLogger
 from ivagate.metrics import Metrics
 from ivagate.settings import CallSettings
 
-from .records import CallRecord, InfoRecord
+from .records import CallRecord, EdgeReport, InfoRecord
 
 __all__ = ["CallSession"]
 
@@ -53,6 +53,8 @@ class CallSession:
         settings: CallSettings,
         log: CallLogger,
         metrics: Metrics,
+        *,
+        report_timeout: float | None = None,
     ) -> None:
         self.invite = invite
         self.esl = esl
@@ -68,6 +70,12 @@ class CallSession:
         self._bot_stopped = False
         self._bot_deadline: asyncio.TimerHandle | None = None
         self._info_lock = asyncio.Lock()  # one call's INFOs go out in order
+        # edge reports (ivagate.edge_reports): seconds an INFO waits for its report before
+        # the next may go; None: reports are off
+        self._report_timeout = report_timeout
+        self._report: asyncio.Future[EdgeReport | None] | None = None  # awaited by an INFO
+        self._final: InfoRecord | None = None  # the final intent, once handed to FreeSWITCH
+        self._last_cseq = -1  # of the last INFO reported: an older report is stale
         self._collecting = False
         self._failure: str | None = None
         self._hangup: tuple[str, bool] | None = None  # (cause, caller hung up) once ended
@@ -114,6 +122,15 @@ class CallSession:
     def ended(self) -> bool:
         return self._hangup is not None
 
+    @property
+    def info_max_bytes(self) -> int:
+        """The largest INFO body this call takes: ``call.udp_info_max_bytes`` when RingCX
+        called over UDP (RFC 3261 18.1.1: a larger request belongs on TCP, and RingCX's
+        calls stay on UDP), ``call.info_max_bytes`` otherwise."""
+        if self.transport == "udp":
+            return self.settings.udp_info_max_bytes
+        return self.settings.info_max_bytes
+
     # -- bot actions -------------------------------------------------------------------
 
     async def answer(self) -> None:
@@ -149,17 +166,23 @@ class CallSession:
             self._collecting = False
         return done.variable(_DIGITS_VARIABLE)
 
-    async def send_update(self, payload: Mapping[str, Any]) -> None:
-        await self._send_info(payload, final=False)
+    async def send_update(self, payload: Mapping[str, Any]) -> InfoRecord:
+        return await self._send_info(payload, final=False)
 
-    async def finish(self, payload: Mapping[str, Any]) -> None:
-        await self._send_info(payload, final=True)
+    async def finish(self, payload: Mapping[str, Any]) -> InfoRecord:
+        entry = await self._send_info(payload, final=True)
+        if not self._final_delivered():
+            # RingCX refused or never answered the final intent: it will not hang up (the
+            # failure is noted with the answer, _await_report)
+            await self.end("NORMAL_CLEARING")
+            return entry
         if not await self.wait_ended(self.settings.final_bye_timeout):
             self.log.warning(
                 "no BYE from RingCX %ss after the final intent; hanging up",
                 self.settings.final_bye_timeout,
             )
             await self.end("NORMAL_CLEARING")
+        return entry
 
     async def hangup(self, cause: str = "NORMAL_CLEARING") -> None:
         if self.ended:
@@ -172,6 +195,17 @@ class CallSession:
     def collecting(self) -> bool:
         """A ``collect_digits()`` is running: DTMF belongs to it, not to ``on_dtmf``."""
         return self._collecting
+
+    def info_reported(self, report: EdgeReport) -> None:
+        """The edge reported how RingCX answered an INFO of this call."""
+        waiter = self._report
+        if waiter is None or waiter.done() or report.cseq <= self._last_cseq:
+            self.log.info(
+                "late report of an INFO (CSeq %d): %s %d", report.cseq, report.end, report.status
+            )
+            return
+        self._last_cseq = report.cseq
+        waiter.set_result(report)
 
     def answered(self, srtp: bool) -> None:
         """FreeSWITCH answered the call (CHANNEL_ANSWER): whether its answer chose SRTP."""
@@ -203,8 +237,6 @@ class CallSession:
         record.hangup_cause = hangup_cause
         self._hangup = (hangup_cause, caller_hung_up)
         self._decide(hangup_cause, caller_hung_up)
-        for waiter in self._end_waiters:
-            _settle(waiter, True)
         for task in self._interruptible:
             task.cancel(_CALL_ENDED)
         if self._bot is not None:
@@ -244,8 +276,13 @@ class CallSession:
             self._bot.cancel(_BOT_STOPPED)
 
     def _decide(self, hangup_cause: str, caller_hung_up: bool) -> None:
+        """Settle the outcome and wake ``wait_ended``; while the final intent awaits its
+        report (RingCX may hang up before the edge's report arrives) that report decides."""
         record = self.record
-        if record.final_at is not None:
+        final = self._final
+        if final is not None and final.result is None and self._report_timeout is not None:
+            return
+        if self._final_delivered():
             record.outcome = Outcome.SUCCESS
         elif self._failure is None and caller_hung_up:
             record.outcome = Outcome.DISCONNECTED
@@ -263,14 +300,26 @@ class CallSession:
             record.bot,
             extra={"outcome": record.outcome},
         )
+        for waiter in self._end_waiters:
+            _settle(waiter, True)
+
+    def _final_delivered(self) -> bool:
+        """RingCX answered the final intent 2xx; with reports off, FreeSWITCH took it."""
+        final = self._final
+        if final is None:
+            return False
+        if self._report_timeout is None:
+            return True
+        return final.delivered
 
     async def wait_ended(self, within: float | None = None) -> bool:
-        """Wait until the call has ended, or at most ``within`` seconds: whether it has.
+        """Wait until the call has ended and its outcome is settled, or at most ``within``
+        seconds: whether it has.
 
         A future and a timer: ``asyncio.timeout`` around an ``asyncio.Event`` cost several
         times as much, and every call waits like this for RingCX's BYE.
         """
-        if self.ended:
+        if self.record.outcome is not None:
             return True
         loop = asyncio.get_running_loop()
         waiter: asyncio.Future[bool] = loop.create_future()
@@ -285,14 +334,16 @@ class CallSession:
 
     # -- internals ---------------------------------------------------------------------
 
-    async def _send_info(self, payload: Mapping[str, Any], *, final: bool) -> None:
+    async def _send_info(self, payload: Mapping[str, Any], *, final: bool) -> InfoRecord:
         try:
-            body = encode_info(payload, final=final, max_bytes=self.settings.info_max_bytes)
+            body = encode_info(payload, final=final, max_bytes=self.info_max_bytes)
             if final and self.record.final_at is not None:
                 raise PayloadError("the final intent was already sent")
         except Exception:
             self.metrics.info_failed.labels(reason="payload").inc()
             raise
+        # The lock is held until RingCX's answer is reported (or edge.report_timeout): the
+        # next INFO leaves after it, so UDP cannot reorder them.
         async with self._info_lock:
             if self.ended:
                 self.metrics.info_failed.labels(reason="ended").inc()
@@ -302,19 +353,27 @@ class CallSession:
             )
             self.record.infos.append(entry)
             if final:
-                # Set before the reply: RingCX may hang up before we read it (then Success).
+                # Set before the reply: RingCX may hang up before we read it.
                 self.record.final_at = entry.handed_at
+                self._final = entry
+            if self._report_timeout is not None:
+                # before the command: the report may overtake FreeSWITCH's reply
+                self._report = asyncio.get_running_loop().create_future()
             started = time.perf_counter()
             try:
                 # api, as the fixtures README prescribes: FreeSWITCH hands the INFO to its SIP
                 # stack and replies at once (under a millisecond, recorded), so the reply is
                 # one frame and no bgapi thread is made in FreeSWITCH for each INFO
                 reply = await self.esl.api(send_info_command(self.uuid, body))
+                entry.reply = reply.strip()
+                self.metrics.info_handoff_seconds.observe(time.perf_counter() - started)
+                if self._report is not None and entry.reply.startswith("+OK"):
+                    await self._await_report(entry, self._report)
             except BaseException:
                 self._final_lost(entry)
                 raise
-            entry.reply = reply.strip()
-            self.metrics.info_handoff_seconds.observe(time.perf_counter() - started)
+            finally:
+                self._report = None
         if not entry.reply.startswith("+OK"):
             self._final_lost(entry)
             # FreeSWITCH answers "-ERR Operation Failed" when the channel is gone or dying
@@ -324,11 +383,40 @@ class CallSession:
             raise CallEnded(f"{self.uuid}: {entry.reply}")
         self.metrics.info_sent.inc()
         self.log.debug("INFO %d handed to FreeSWITCH (%d bytes)", entry.seq, body.size)
+        return entry
+
+    async def _await_report(
+        self, entry: InfoRecord, waiter: asyncio.Future[EdgeReport | None]
+    ) -> None:
+        """Wait for the edge's report of ``entry`` (a future and a timer, as in
+        ``wait_ended``), note it and count it; a final intent's report settles the outcome
+        of a call RingCX has already hung up."""
+        assert self._report_timeout is not None
+        timer = waiter.get_loop().call_later(self._report_timeout, _settle_report, waiter)
+        try:
+            report = await waiter
+        finally:
+            timer.cancel()
+        if report is None:
+            entry.result = "no-report"
+            entry.reason = f"no report from the edge within {self._report_timeout:g} s"
+            self.metrics.info_answers.labels(status="no_report").inc()
+        else:
+            entry.reported(report)
+            status = str(report.status) if report.end == "reply" else report.end.replace("-", "_")
+            self.metrics.info_answers.labels(status=status).inc()
+        if not entry.delivered:
+            self.log.info("INFO %d: %s", entry.seq, entry.describe())
+        if entry.final and not entry.delivered:
+            self.fail(f"final intent: {entry.describe()}")
+        if entry.final and self._hangup is not None:
+            self._decide(*self._hangup)
 
     def _final_lost(self, entry: InfoRecord) -> None:
         """The final intent was not delivered after all: settle the outcome again."""
         if entry.final:
             self.record.final_at = None
+            self._final = None
             if self._hangup is not None:
                 self._decide(*self._hangup)
 
@@ -365,6 +453,11 @@ class CallSession:
 def _settle(waiter: asyncio.Future[bool], ended: bool) -> None:
     if not waiter.done():
         waiter.set_result(ended)
+
+
+def _settle_report(waiter: asyncio.Future[EdgeReport | None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
 
 
 def _one_word(value: str, what: str) -> str:
