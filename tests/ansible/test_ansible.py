@@ -1,6 +1,7 @@
 """The Ansible roles: syntax, lint at the production profile, a real apply to a fresh Debian
 host, a second apply and a check-mode run that change nothing, a RingCX call through the edge
-they provisioned, an allowlist update reloaded over RPC, and the FreeSWITCH role's config."""
+they provisioned, an allowlist update reloaded over RPC, a play that fails on a controller
+that is not ready, and the FreeSWITCH role's config."""
 
 from __future__ import annotations
 

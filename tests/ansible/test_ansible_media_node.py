@@ -18,7 +18,13 @@ from tests.support.freeswitch import SKIP_REASON, find_image
 from ivagate_kit import CallPlan, run_call
 from ivagate_kit.transport import TransportName
 
-pytestmark = [pytest.mark.ansible, pytest.mark.docker, pytest.mark.freeswitch]
+# The first apply installs everything on a bare host: longer than the suite's usual limit.
+pytestmark = [
+    pytest.mark.ansible,
+    pytest.mark.docker,
+    pytest.mark.freeswitch,
+    pytest.mark.timeout(1200),
+]
 
 # Calls name their bot by header; the demo bot gives up waiting for a digit after 1 s.
 CONTROLLER_SETTINGS = {

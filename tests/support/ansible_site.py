@@ -1,6 +1,7 @@
 """Running ivagate's site.yml against a container target: the pieces tests/ansible uses.
 
-Docker objects are named ``ivagate-ansible-<session>`` and labelled ``ivagate=ansible``.
+Docker objects are named ``ivagate-ansible-<image tag>-<session>`` and labelled
+``ivagate=ansible``.
 """
 
 from __future__ import annotations
