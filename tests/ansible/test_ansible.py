@@ -17,6 +17,7 @@ from tests.support.ansible_site import (
     API_TOKEN,
     BIN,
     ESL_PASSWORD,
+    FIRST_APPLY,
     OPERATOR_KEY,
     STAND_IN_PORT,
     Applied,
@@ -28,7 +29,7 @@ from tests.support.ansible_site import (
 from ivagate_kit import CallPlan, run_call
 from ivagate_kit.transport import TransportName
 
-pytestmark = [pytest.mark.ansible]
+pytestmark = [pytest.mark.ansible, FIRST_APPLY]
 
 INFOS: list[dict[str, object] | str] = [{"n": 1}, {"intent": "done", "final": True}]
 

@@ -12,19 +12,21 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from tests.support.ansible_site import Run, Site, Target, base_image, make_site, start_target
+from tests.support.ansible_site import (
+    FIRST_APPLY,
+    Run,
+    Site,
+    Target,
+    base_image,
+    make_site,
+    start_target,
+)
 from tests.support.freeswitch import SKIP_REASON, find_image
 
 from ivagate_kit import CallPlan, run_call
 from ivagate_kit.transport import TransportName
 
-# The first apply installs everything on a bare host: longer than the suite's usual limit.
-pytestmark = [
-    pytest.mark.ansible,
-    pytest.mark.docker,
-    pytest.mark.freeswitch,
-    pytest.mark.timeout(1200),
-]
+pytestmark = [pytest.mark.ansible, pytest.mark.docker, pytest.mark.freeswitch, FIRST_APPLY]
 
 # Calls name their bot by header; the demo bot gives up waiting for a digit after 1 s.
 CONTROLLER_SETTINGS = {
@@ -104,3 +106,21 @@ async def test_demo_bot_call_through_provisioned_stack(
     bodies = [info.json for info in report.infos]
     assert bodies[0] == {"event": "digit", "digit": None}
     assert bodies[-1]["final"] is True and bodies[-1]["intent"] == "NoInput", bodies
+
+
+def test_play_fails_when_freeswitch_does_not_start(provisioned: Run, media_site: Site) -> None:
+    """A FreeSWITCH that refuses its settings (a bare address where entrypoint.sh wants CIDRs,
+    as the role once rendered them) fails the play with the unit's log; the inventory's own
+    values bring it back."""
+    bare = {
+        "freeswitch_environment": {"EDGE_CIDRS": media_site.target.address},
+        "freeswitch_health_timeout": 10,
+    }
+    try:
+        run = media_site.play("--tags", "freeswitch", extra=bare, name="bare-cidr")
+        assert run.returncode != 0 and run.failed == 1, run.output
+        assert "ivagate-freeswitch is not healthy" in run.output, run.output
+        assert "is not address/bits" in run.output, run.output  # entrypoint.sh, from the journal
+    finally:
+        fixed = media_site.play("--tags", "freeswitch", name="cidr-fixed")
+    assert fixed.returncode == 0 and fixed.failed == 0, fixed.output[-5000:]

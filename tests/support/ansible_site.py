@@ -35,6 +35,7 @@ __all__ = [
     "BASE_IMAGE",
     "BIN",
     "ESL_PASSWORD",
+    "FIRST_APPLY",
     "LABELS",
     "OPERATOR_KEY",
     "REPO",
@@ -59,6 +60,9 @@ REPO = Path(__file__).resolve().parents[2]
 ANSIBLE_DIR = REPO / "ansible"
 BIN = Path(sys.executable).parent
 BASE_IMAGE = "ivagate/debian:bookworm-slim"
+# The mark of a module that provisions a bare host: its first apply installs everything, which
+# takes longer than the suite's usual limit on a loaded machine.
+FIRST_APPLY = pytest.mark.timeout(1200)
 TARGET_IMAGE = "ivagate-ansible-target"  # tagged with what it is built from
 LABELS = {"ivagate": "ansible"}
 SESSION = uuid.uuid4().hex[:8]
