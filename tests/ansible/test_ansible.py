@@ -1,6 +1,7 @@
 """The Ansible roles: syntax, lint at the production profile, a real apply to a fresh Debian
 host, a second apply and a check-mode run that change nothing, a RingCX call through the edge
-they provisioned, an allowlist update reloaded over RPC, and the FreeSWITCH role's config."""
+they provisioned, an allowlist update reloaded over RPC, a play that fails on a controller
+that is not ready, and the FreeSWITCH role's config."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from tests.support.ansible_site import (
     API_TOKEN,
     BIN,
     ESL_PASSWORD,
+    FIRST_APPLY,
     OPERATOR_KEY,
     STAND_IN_PORT,
     Applied,
@@ -27,7 +29,7 @@ from tests.support.ansible_site import (
 from ivagate_kit import CallPlan, run_call
 from ivagate_kit.transport import TransportName
 
-pytestmark = [pytest.mark.ansible]
+pytestmark = [pytest.mark.ansible, FIRST_APPLY]
 
 INFOS: list[dict[str, object] | str] = [{"n": 1}, {"intent": "done", "final": True}]
 
@@ -109,19 +111,6 @@ def test_edge_without_certificate_is_refused_unless_demo(applied: Applied, site:
     assert run.changed == 0, run.output
 
 
-def kamailio_rpc(site: Site, method: str, *params: object) -> object:
-    """Calls the edge's JSON-RPC from inside the target (it listens on loopback only)."""
-    body = json.dumps({"jsonrpc": "2.0", "method": method, "params": params, "id": 1})
-    code = (
-        "import urllib.request as u, sys; "
-        "print(u.urlopen(u.Request('http://127.0.0.1:8060/RPC', data=sys.argv[1].encode()))"
-        ".read().decode())"
-    )
-    reply = json.loads(site.exec("python3", "-c", code, body))
-    assert "error" not in reply, reply
-    return reply.get("result")
-
-
 @pytest.fixture(scope="module")
 def stand_in(applied: Applied, site: Site, tmp_path_factory: pytest.TempPathFactory) -> str:
     """`ivagate-kit stand-in`, the kit installed on the target beside the controller, as the
@@ -142,7 +131,7 @@ def stand_in(applied: Applied, site: Site, tmp_path_factory: pytest.TempPathFact
     else:
         pytest.fail("the stand-in media node did not start")
     # Probing marked the node down while nothing listened; put it back as an operator would.
-    kamailio_rpc(site, "dispatcher.set_state", "a", 1, uri)
+    site.rpc("dispatcher.set_state", "a", 1, uri)
     return uri
 
 
@@ -206,6 +195,22 @@ def test_controller_is_ready_on_freeswitchs_event_socket(applied: Applied, site:
 
 
 @pytest.mark.docker
+def test_play_fails_when_the_controller_is_not_ready(applied: Applied, site: Site) -> None:
+    """A controller the event socket refuses (wrong password: /readyz false) fails the play,
+    which shows the unit's last log lines; the right password makes it pass again."""
+    wrong = {"controller_esl_password": "not-the-esl-password", "controller_health_timeout": 10}
+    try:
+        run = site.play("--tags", "controller", extra=wrong, name="esl-wrong")
+        assert run.returncode != 0 and run.failed == 1, run.output
+        assert "ivagate-controller is not healthy" in run.output, run.output
+        assert "Started ivagate-controller.service" in run.output, run.output  # the journal
+        assert "not-the-esl-password" not in run.output, run.output
+    finally:
+        fixed = site.play("--tags", "controller", name="esl-fixed")
+    assert fixed.returncode == 0 and fixed.failed == 0, fixed.output[-5000:]
+
+
+@pytest.mark.docker
 def test_allowlist_update_reloads_over_rpc(applied: Applied, site: Site) -> None:
     """A new allowlist entry is loaded by permissions.addressReload, with no Kamailio restart."""
     pid_before = site.exec("cat", "/run/kamailio/kamailio.pid")
@@ -220,7 +225,7 @@ def test_allowlist_update_reloads_over_rpc(applied: Applied, site: Site) -> None
     assert "RUNNING HANDLER [kamailio : Reload the Kamailio allowlist]" in run.output
     assert "Restart the Kamailio service" not in run.output
     assert site.exec("cat", "/run/kamailio/kamailio.pid") == pid_before
-    assert "192.0.2.0" in json.dumps(kamailio_rpc(site, "permissions.subnetDump"))
+    assert "192.0.2.0" in json.dumps(site.rpc("permissions.subnetDump"))
 
 
 @pytest.mark.docker
@@ -239,7 +244,7 @@ def test_freeswitch_role_renders_config_and_stops_at_install(applied: Applied, s
         if line and not line.startswith("#")
     )
     assert env["IVAGATE_FS_SIP_IP"] == site.target.address
-    assert env["IVAGATE_FS_EDGE_CIDRS"] == site.target.address
+    assert env["IVAGATE_FS_EDGE_CIDRS"] == f"{site.target.address}/32"  # the edge, one host
     assert env["IVAGATE_FS_ESL_PASSWORD"] == ESL_PASSWORD
     assert env["IVAGATE_FS_RTP_PORT_MIN"] == "16384"
     assert "IVAGATE_FS_EXTERNAL_MEDIA_IP" not in env  # empty: vars.xml keeps its default

@@ -12,7 +12,6 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
-from fs_node import LiveNode
 from tests.support.edge import CALLER, EDGE_HOST, REPORT_TOKEN, Edge, EdgeSetup
 
 from ivagate.bots.base import Outcome
@@ -20,6 +19,7 @@ from ivagate.calls.records import CallRecord
 from ivagate.controller import Controller
 from ivagate.settings import Settings
 from ivagate_kit import CallPlan, run_call
+from support.fs_node import LiveNode
 
 pytestmark = [pytest.mark.freeswitch, pytest.mark.kamailio]
 

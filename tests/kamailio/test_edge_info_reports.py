@@ -14,8 +14,8 @@ from contextlib import asynccontextmanager
 
 import pytest
 from pydantic import SecretStr
-from test_edge_emulator import node_at, node_uri, plan
-from tests.support.edge import EDGE_HOST, NODE_HOSTS, REPORT_TOKEN, Edge
+from test_edge_emulator import node_at, node_uri
+from tests.support.edge import EDGE_HOST, NODE_HOSTS, REPORT_TOKEN, Edge, emulator_plan
 
 from ivagate.calls.records import EdgeReport
 from ivagate.calls.registry import CallRegistry
@@ -65,7 +65,7 @@ async def test_each_info_answer_is_reported_to_the_nodes_controller(
     node = node_at(infos=INFOS, info_interval=0.05, bye_after=0.1)
     edge = start_edge(nodes=[node_uri(node)])
     async with node, reports_from(edge) as client:
-        report = await run_call(plan(edge, transport, bye="never", info_answer=answer))
+        report = await run_call(emulator_plan(edge, transport, bye="never", info_answer=answer))
         await asyncio.sleep(0.2)
     assert len(report.infos) == 2
     assert [(r.end, r.status, r.call_id) for r in client.reports] == [
@@ -82,7 +82,7 @@ async def test_unanswered_info_is_reported_as_timeout(start_edge: Callable[..., 
     node = node_at(infos=INFOS[:1], bye_after=0.1)
     edge = start_edge(nodes=[node_uri(node)], defines={"INFO_REPLY_TIMEOUT": "1000"})
     async with node, reports_from(edge) as client:
-        await run_call(plan(edge, "udp", bye="never", info_answer="never"))
+        await run_call(emulator_plan(edge, "udp", bye="never", info_answer="never"))
     [timeout] = client.reports
     assert (timeout.end, timeout.status) == ("timeout", 408)
     assert 0.9 <= timeout.ended - timeout.sent < 2.0
@@ -97,7 +97,7 @@ async def test_node_request_waits_for_ringcx_ack(
     node = node_at(infos=INFOS, info_interval=0.0, info_before_ack=True, bye_after=0.1)
     edge = start_edge(nodes=[node_uri(node)])
     async with node:
-        report = await run_call(plan(edge, transport, bye="never", ack_delay=0.3))
+        report = await run_call(emulator_plan(edge, transport, bye="never", ack_delay=0.3))
     assert report.ok, report.to_dict()
     assert len(report.infos) == 2
 
@@ -108,7 +108,7 @@ async def test_no_ack_within_ack_wait_refuses_the_info(start_edge: Callable[...,
     node = node_at("tcp", infos=INFOS[:1], info_interval=0.0, info_before_ack=True, bye_after=0.1)
     edge = start_edge(nodes=[node_uri(node)], defines={"ACK_WAIT": "1"})
     async with node, reports_from(edge) as client:
-        report = await run_call(plan(edge, "tcp", bye="never", ack_delay=2.5))
+        report = await run_call(emulator_plan(edge, "tcp", bye="never", ack_delay=2.5))
     assert report.infos == []
     assert report.bye_from_remote
     assert node.responses[0].status == 500
@@ -130,7 +130,7 @@ async def test_reports_count_only_from_an_edge_with_the_token(
     node = node_at(infos=INFOS, bye_after=0.1)
     edge = start_edge(nodes=[node_uri(node)])
     async with node, reports_from(edge, edges, token) as client:
-        report = await run_call(plan(edge, "udp", bye="never"))
+        report = await run_call(emulator_plan(edge, "udp", bye="never"))
         await asyncio.sleep(0.2)
     assert report.ok, report.to_dict()
     assert client.reports == []

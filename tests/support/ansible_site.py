@@ -1,10 +1,12 @@
 """Running ivagate's site.yml against a container target: the pieces tests/ansible uses.
 
-Docker objects are named ``ivagate-ansible-<session>`` and labelled ``ivagate=ansible``.
+Docker objects are named ``ivagate-ansible-<image tag>-<session>`` and labelled
+``ivagate=ansible``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -15,12 +17,14 @@ import sys
 import tarfile
 import tempfile
 import uuid
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import docker
 import pytest
+import yaml
 from docker.errors import DockerException
 from docker.models.containers import Container
 from tests.support.recordings import ESL_RECORDINGS
@@ -31,6 +35,7 @@ __all__ = [
     "BASE_IMAGE",
     "BIN",
     "ESL_PASSWORD",
+    "FIRST_APPLY",
     "LABELS",
     "OPERATOR_KEY",
     "REPO",
@@ -42,17 +47,23 @@ __all__ = [
     "Site",
     "Target",
     "ansible_env",
+    "base_image",
     "docker_client",
     "kit_wheels",
+    "make_site",
     "serve_esl_double",
     "snapshot_sources",
+    "start_target",
 ]
 
 REPO = Path(__file__).resolve().parents[2]
 ANSIBLE_DIR = REPO / "ansible"
 BIN = Path(sys.executable).parent
 BASE_IMAGE = "ivagate/debian:bookworm-slim"
-TARGET_IMAGE = "ivagate-ansible-target:latest"
+# The mark of a module that provisions a bare host: its first apply installs everything, which
+# takes longer than the suite's usual limit on a loaded machine.
+FIRST_APPLY = pytest.mark.timeout(1200)
+TARGET_IMAGE = "ivagate-ansible-target"  # tagged with what it is built from
 LABELS = {"ivagate": "ansible"}
 SESSION = uuid.uuid4().hex[:8]
 ESL_PASSWORD = "test-esl-secret"
@@ -126,6 +137,18 @@ class Site:
         assert code == 0, f"{command} exited {code}: {text}"
         return text
 
+    def rpc(self, method: str, *params: object) -> object:
+        """Calls the edge's JSON-RPC from inside the target (it listens on loopback only)."""
+        body = json.dumps({"jsonrpc": "2.0", "method": method, "params": params, "id": 1})
+        code = (
+            "import urllib.request as u, sys; "
+            "print(u.urlopen(u.Request('http://127.0.0.1:8060/RPC', data=sys.argv[1].encode()))"
+            ".read().decode())"
+        )
+        reply = json.loads(self.exec("python3", "-c", code, body))
+        assert "error" not in reply, reply
+        return reply.get("result")
+
     def install_kit(self, wheels: Path) -> str:
         """Installs the conformance kit from ``wheels`` (``kit_wheels``) in a virtualenv of its
         own on the target, as an operator would beside a node; returns its ``ivagate-kit``."""
@@ -159,6 +182,112 @@ def docker_client() -> docker.DockerClient:
     except DockerException as exc:
         pytest.skip(f"Docker is not available: {exc}")
     return client
+
+
+def base_image() -> str:
+    """The project's Debian base image (``scripts/make-base-image``), built if missing."""
+    subprocess.run([REPO / "scripts" / "make-base-image"], check=True, capture_output=True)
+    return BASE_IMAGE
+
+
+@contextlib.contextmanager
+def start_target(image: str, tag: str) -> Iterator[Target]:
+    """A fresh host: ``image`` + systemd (``target.Dockerfile``, tagged ``TARGET_IMAGE:tag``),
+    on a public bridge network of its own and a private media network."""
+    client = docker_client()
+    target_image = f"{TARGET_IMAGE}:{tag}"
+    client.images.build(
+        path=str(REPO / "tests" / "ansible"),
+        dockerfile="target.Dockerfile",
+        tag=target_image,
+        buildargs={"BASE_IMAGE": image},
+        labels=LABELS,
+        rm=True,
+    )
+    name = f"ivagate-ansible-{tag}-{SESSION}"
+    public = client.networks.create(name, driver="bridge", labels=LABELS)
+    # No masquerading on the media network: a packet this machine sends from its address
+    # there keeps that source (the firewall test's outsider) instead of becoming the
+    # allowlisted public gateway.
+    media = client.networks.create(
+        f"{name}-media",
+        driver="bridge",
+        labels=LABELS,
+        options={"com.docker.network.bridge.enable_ip_masquerade": "false"},
+    )
+    try:
+        container = client.containers.run(
+            target_image,
+            name=name,
+            hostname="ivagate-target",
+            detach=True,
+            network=name,
+            labels=LABELS,
+            # systemd as PID 1 without --privileged: its cgroups read-only, /run on tmpfs.
+            # NET_ADMIN only for nftables in the container's own network namespace.
+            cap_add=["NET_ADMIN"],
+            tmpfs={"/run": "", "/run/lock": ""},
+            volumes={"/sys/fs/cgroup": {"bind": "/sys/fs/cgroup", "mode": "ro"}},
+        )
+        try:
+            media.connect(container)
+            container.reload()
+            networks = container.attrs["NetworkSettings"]["Networks"]
+            public.reload()
+            media.reload()
+            yield Target(
+                container=container,
+                address=networks[name]["IPAddress"],
+                gateway=public.attrs["IPAM"]["Config"][0]["Gateway"],
+                media_address=networks[f"{name}-media"]["IPAddress"],
+                media_gateway=media.attrs["IPAM"]["Config"][0]["Gateway"],
+            )
+        finally:
+            container.remove(force=True)
+    finally:
+        media.remove()
+        public.remove()
+
+
+def make_site(target: Target, work: Path, site_vars: Mapping[str, Any]) -> Site:
+    """An inventory naming the target as both edge and media node, with ``site_vars`` over
+    the values every test site shares."""
+    sources = snapshot_sources(work / "src")
+    host_vars = {"ivagate_address": target.address}
+    shared: dict[str, Any] = {
+        "ansible_connection": "community.docker.docker",
+        "ansible_python_interpreter": "/usr/bin/python3",
+        "ansible_become": False,  # the container's user is root already
+        "kamailio_source_dir": str(sources / "kamailio"),
+        "freeswitch_source_dir": str(sources / "freeswitch"),
+        "controller_source_dir": str(sources),
+        # this checkout's own wheelhouse: the default one in ~/.cache is shared by every
+        # checkout on the machine, and holds one ivagate wheel per version number
+        "controller_wheelhouse": str(REPO / "run" / "ansible-wheelhouse"),
+        # This machine plays RingCX and the operator.
+        "common_operators": [{"name": "operator", "sudo": True, "ssh_keys": [OPERATOR_KEY]}],
+        "common_nftables_admin_sources": [f"{target.gateway}/32"],
+        "common_nftables_sip_sources": [f"{target.gateway}/32"],
+        "kamailio_allowlist": [f"{target.gateway}/32"],
+        "kamailio_tls_self_signed_demo": True,
+        "kamailio_tls_self_signed_name": "edge.ivagate.test",
+        "freeswitch_esl_password": ESL_PASSWORD,
+        "controller_esl_password": ESL_PASSWORD,
+        "controller_api_token": API_TOKEN,
+    }
+    host = target.container.name
+    inventory = {
+        "all": {
+            "vars": shared | dict(site_vars),
+            "children": {
+                "edge": {"hosts": {host: host_vars}},
+                "media": {"hosts": {host: host_vars}},
+            },
+        }
+    }
+    path = work / "hosts.yml"
+    path.write_text(yaml.safe_dump(inventory))
+    return Site(target, path, sources, work)
 
 
 def kit_wheels(into: Path) -> Path:
