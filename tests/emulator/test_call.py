@@ -212,8 +212,10 @@ def test_bad_node_script_is_refused(bad: dict[str, object]) -> None:
 @pytest.mark.parametrize("transport", TRANSPORTS)
 async def test_info_right_behind_the_200_belongs_to_the_call(transport: TransportName) -> None:
     """An INFO sent at once after the 200 (before the ACK, as FreeSWITCH's own dialplan does)
-    is read as part of the dialog the 200 made, however late the caller's coroutine resumes."""
+    is read as part of the dialog the 200 made, however late the caller's coroutine resumes;
+    the only failed checks are those that say it overtook the ACK (RingCX may refuse it)."""
     script = NodeScript(infos=INFOS, info_interval=0.0, info_before_ack=True)
     report, _ = await _call(script, transport, last="BYE")
-    assert report.ok, report.render()
-    assert [i.json for i in report.infos] == INFOS
+    assert [i.json for i in report.infos] == INFOS, report.render()
+    failed = [check.name for check in report.checks if not check.passed]
+    assert all(name.endswith("came after our ACK") for name in failed), report.render()
