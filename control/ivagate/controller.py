@@ -11,6 +11,7 @@ Public surface (the HTTP API, ``ivagate run`` and the benchmark build on it)::
     controller.bots               # ivagate.bots.registry.BotRegistry
     controller.metrics            # ivagate.metrics.Metrics (its registry is GET /metrics)
     controller.edge_reports       # ivagate.edge_reports.EdgeReports: RingCX's INFO answers
+    controller.media              # ivagate.media.MediaEndpoint: the calls' live audio streams
     await controller.drain()      # ivagate_ready=false: new calls get 503 from the dialplan
     await controller.wait_idle()  # returns once no call is active
     await controller.stop()       # drain, let calls finish (call.drain_timeout), end the rest
@@ -54,6 +55,7 @@ from .esl import EslClient, EslError
 from .events import ChannelAnswer, ChannelHangupComplete, ChannelPark, Dtmf, EslEvent
 from .invite import Invite
 from .log import CallLogger
+from .media import MediaEndpoint
 from .metrics import Metrics
 from .routing import choose_bot
 from .settings import Settings
@@ -75,6 +77,8 @@ class Controller:
         # read when /metrics is scraped: exact, and nothing to keep up to date per call
         self.metrics.active_calls.set_function(self.calls.active_count)
         self.edge_reports = EdgeReports(settings.edge, self.calls, self.metrics)
+        self.media = MediaEndpoint(settings.media)
+        self.metrics.registry.register(self.media)
         self._ready = False
         self._draining = False
         self._bots: dict[str, Bot] = {}
@@ -104,6 +108,7 @@ class Controller:
         one fails here), then connect in the background."""
         self.bots.load_all(self.settings.routing.routed_bots())
         await self.edge_reports.start()
+        await self.media.start()
         await self.esl.start(self)
         self._spawn(self._renew_lease())
 
@@ -134,6 +139,7 @@ class Controller:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.esl.close()
         await self.edge_reports.close()
+        await self.media.close()
         self.metrics.ready.set(0)
 
     # -- Event Socket listener (called on the loop, in wire order) ----------------------
@@ -179,6 +185,7 @@ class Controller:
             self.settings.call,
             call_log,
             self.metrics,
+            media=self.media,
             report_timeout=self.settings.edge.report_timeout if self.edge_reports.enabled else None,
         )
         self.calls.add(call)

@@ -26,6 +26,7 @@ __all__ = [
     "EdgeSettings",
     "EslSettings",
     "LogSettings",
+    "MediaSettings",
     "RoutingSettings",
     "Settings",
 ]
@@ -159,6 +160,39 @@ class EdgeSettings(BaseModel):
         return self
 
 
+class MediaSettings(BaseModel):
+    """Live call audio (``Call.open_stream``): FreeSWITCH bridges the call to a second SIP
+    leg on loopback, answered by this controller, which carries L16 audio in plain RTP."""
+
+    host: str = Field(
+        "127.0.0.1",
+        description="address of the controller's SIP and RTP sockets for audio streams; "
+        "FreeSWITCH's profile ivagate-media must reach it (loopback beside it)",
+    )
+    port: int = Field(
+        0,
+        ge=0,
+        le=65535,
+        description="the controller's SIP port for stream legs; 0: a free one (FreeSWITCH "
+        "learns it from each dial string)",
+    )
+    profile: str = Field(
+        "ivagate-media", description="FreeSWITCH SIP profile that places the stream legs"
+    )
+    open_timeout: float = Field(
+        3.0, gt=0, description="seconds FreeSWITCH has to place a stream's leg"
+    )
+    inbound_frames: int = Field(
+        25,
+        ge=1,
+        description="caller frames (20 ms each) a stream holds for a bot that reads late; "
+        "beyond it the oldest are dropped and counted",
+    )
+    max_buffered_seconds: float = Field(
+        120.0, gt=0, description="bot audio a stream holds unplayed; more is refused"
+    )
+
+
 class ApiSettings(BaseModel):
     """The HTTP control API."""
 
@@ -196,6 +230,7 @@ class Settings(BaseSettings):
     call: CallSettings = Field(default_factory=CallSettings)
     api: ApiSettings = Field(default_factory=ApiSettings)
     edge: EdgeSettings = Field(default_factory=EdgeSettings)
+    media: MediaSettings = Field(default_factory=MediaSettings)
     log: LogSettings = Field(default_factory=LogSettings)
 
     @classmethod

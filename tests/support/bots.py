@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import math
+from array import array
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
@@ -10,6 +13,7 @@ from ivagate.bots.base import Bot, Call, CallEnded, Outcome, PayloadError
 from ivagate.calls.session import CallSession
 
 __all__ = [
+    "AudioSmoke",
     "Broken",
     "BrokenInit",
     "Collect",
@@ -209,3 +213,38 @@ class Slow(Recording):
             type(self).seen.append("CallEnded")
             raise
         await call.finish({"intent": "Late"})
+
+
+def tone(freq: float, seconds: float, rate: int, level: float = 0.3) -> bytes:
+    """A sine tone as 16-bit little-endian PCM."""
+    count = round(seconds * rate)
+    amplitude = level * 32767
+    samples = array(
+        "h", (round(amplitude * math.sin(2 * math.pi * freq * n / rate)) for n in range(count))
+    )
+    return samples.tobytes()
+
+
+class AudioSmoke(Recording):
+    """Opens a stream, speaks a tone up to a mark, reads up to a second of the caller,
+    closes the stream and finishes."""
+
+    seen: ClassVar[list[Any]] = []
+
+    async def on_call_start(self, call: Call) -> None:
+        await self.answer(call)
+        stream = await call.open_stream(int(self.options.get("rate", 16000)))
+        seen = type(self).seen
+        stream.play(tone(1000, 1.0, stream.rate))
+        seen.append(("mark", await stream.mark("tone")))
+        sizes = set()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(3):
+                async for frame in stream:
+                    sizes.add(len(frame.pcm))
+                    if stream.frames_in == 50:
+                        break
+        seen.append(("frames", stream.frames_in, sizes))
+        await stream.close()
+        seen.append(("closed", stream.closed))
+        await call.finish({"intent": "Heard"})

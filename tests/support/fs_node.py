@@ -191,6 +191,7 @@ def live_freeswitch(
         "IVAGATE_FS_RTP_PORT_MAX": str(rtp_min + rtp_ports - 1),
         "IVAGATE_FS_EDGE_CIDRS": edge_cidrs,
         "IVAGATE_FS_ESL_PORT": str(free_port("127.0.0.1")),
+        "IVAGATE_FS_MEDIA_PORT": str(free_port("127.0.0.1")),
         "IVAGATE_FS_ESL_PASSWORD": secrets.token_urlsafe(18),
         "IVAGATE_FS_LOG_DIR": str(log_dir),
         **(settings or {}),

@@ -31,10 +31,15 @@ from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Protocol
 from multidict import CIMultiDictProxy
 from pydantic import StringConstraints
 
+from ivagate.media.stream import AudioError, AudioFrame, AudioStream, StreamClosed
+
 if TYPE_CHECKING:
     from ivagate.calls.records import InfoRecord
 
 __all__ = [
+    "AudioError",
+    "AudioFrame",
+    "AudioStream",
     "Bot",
     "Call",
     "CallEnded",
@@ -42,6 +47,7 @@ __all__ = [
     "Outcome",
     "PayloadError",
     "StopBot",
+    "StreamClosed",
 ]
 
 
@@ -116,6 +122,15 @@ class Call(Protocol):
     async def answer(self) -> None:
         """Answer the call (200 OK with FreeSWITCH's SDP answer); raises ``CallEnded`` after
         ``call.answer_deadline``, when the call has already failed with 480."""
+
+    async def open_stream(self, rate: int = 16000) -> AudioStream:
+        """Open the call's live audio at ``rate`` (8000 or 16000): iterate the caller's 20 ms
+        frames (``async for frame in stream``), ``play(pcm)`` the bot's audio (paced out in
+        real time), ``mark(name)``, ``clear()`` (barge-in), ``close()``. DTMF still comes to
+        ``on_dtmf``; ``send_update``/``finish`` work as before. While it is open,
+        ``play``/``say``/``collect_digits`` raise ``RuntimeError``. Raises
+        ``StreamClosed`` if FreeSWITCH could not place the stream within
+        ``media.open_timeout``."""
 
     async def play(self, source: str) -> None:
         """Play a file path or a ``tone_stream://`` and wait for it to end."""

@@ -27,6 +27,7 @@ from ivagate.events import ChannelExecuteComplete
 from ivagate.info import encode_info, send_info_command
 from ivagate.invite import CallIdentity, Invite
 from ivagate.log import CallLogger
+from ivagate.media import AudioStream, MediaEndpoint
 from ivagate.metrics import Metrics
 from ivagate.settings import CallSettings
 
@@ -54,6 +55,7 @@ class CallSession:
         log: CallLogger,
         metrics: Metrics,
         *,
+        media: MediaEndpoint | None = None,
         report_timeout: float | None = None,
     ) -> None:
         self.invite = invite
@@ -61,6 +63,8 @@ class CallSession:
         self.settings = settings
         self.log = log
         self.metrics = metrics
+        self.media = media
+        self._stream: AudioStream | None = None  # open_stream(), until closed
         self.record = CallRecord(
             **{name: getattr(invite, name) for name in _IDENTITY}, started_at=time.time()
         )
@@ -140,6 +144,14 @@ class CallSession:
         if not reply.startswith("+OK"):
             raise EslCommandError(f"uuid_answer: {reply.strip()}")
         self.record.answered_at = time.time()
+
+    async def open_stream(self, rate: int = 16000) -> AudioStream:
+        if self.media is None:
+            raise RuntimeError("this controller has no media endpoint (Controller.start)")
+        if self._stream is not None and not self._stream.closed:
+            raise RuntimeError("a stream is open on this call: close it first")
+        self._stream = await self._until_ended(self.media.open(self.esl, self.uuid, rate))
+        return self._stream
 
     async def play(self, source: str) -> None:
         await self._execute("playback", _one_word(source, "source"))
@@ -236,6 +248,8 @@ class CallSession:
         record.ended_at = time.time()
         record.hangup_cause = hangup_cause
         self._hangup = (hangup_cause, caller_hung_up)
+        if self._stream is not None:
+            self._stream.end(CallEnded(self.uuid))
         self._decide(hangup_cause, caller_hung_up)
         for task in self._interruptible:
             task.cancel(_CALL_ENDED)
@@ -421,6 +435,9 @@ class CallSession:
                 self._decide(*self._hangup)
 
     async def _execute(self, app: str, arg: str) -> ChannelExecuteComplete:
+        if self._stream is not None and not self._stream.closed:
+            # FreeSWITCH would queue the application behind the stream's bridge
+            raise RuntimeError(f"{app} while a stream is open: close the stream first")
         done = await self._until_ended(self.esl.execute(self.uuid, app, arg))
         if done.hangup_cause or self.ended:
             # the caller's BYE cut the application short; its CHANNEL_HANGUP_COMPLETE follows
