@@ -81,6 +81,11 @@ class AudioStream:
     def closed(self) -> bool:
         return self._ended is not None
 
+    @property
+    def playing(self) -> bool:
+        """The bot's audio is queued or its last frame is playing out."""
+        return bool(self._outbound or self._marks or self._played)
+
     def __aiter__(self) -> AudioStream:
         return self
 
