@@ -55,7 +55,7 @@ from .esl import EslClient, EslError
 from .events import ChannelAnswer, ChannelHangupComplete, ChannelPark, Dtmf, EslEvent
 from .invite import Invite
 from .log import CallLogger
-from .media import MediaEndpoint
+from .media.endpoint import MediaEndpoint
 from .metrics import Metrics
 from .routing import choose_bot
 from .settings import Settings

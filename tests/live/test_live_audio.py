@@ -35,3 +35,26 @@ async def test_stream_opens_carries_frames_and_closes(
         ("frames", 50, {rate // 50 * 2}),
         ("closed", True),
     ]
+
+
+@pytest.mark.parametrize("mode", ["rfc2833", "info"])
+async def test_dtmf_reaches_the_bot_while_its_stream_is_open_and_hangup_ends_the_stream(
+    edge: Edge, start_controller: StartController, mode: str
+) -> None:
+    """The caller presses keys (RTP events or SIP INFO) during the stream, then hangs up:
+    the bot's on_dtmf gets them, its frame loop ends, and the next action says the call
+    is over."""
+    controller = await start_controller()
+    bots.StreamUntilHangup.seen.clear()
+    report = await call(
+        edge, "udp", headers={"X-Bot-Id": "StreamUntilHangup"}, dtmf="12", dtmf_mode=mode, bye=3.0
+    )
+    record = await record_of(controller, report)
+    assert record.outcome is Outcome.DISCONNECTED, record
+    assert bots.StreamUntilHangup.seen == [
+        ("dtmf", "1"),
+        ("dtmf", "2"),
+        ("stream ended", True),
+        ("play", "CallEnded"),
+        ("hangup", Outcome.DISCONNECTED),
+    ]

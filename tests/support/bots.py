@@ -24,6 +24,7 @@ __all__ = [
     "Payloads",
     "Silent",
     "Slow",
+    "StreamUntilHangup",
     "TwoUpdates",
     "UpdateAfterHangup",
 ]
@@ -248,3 +249,21 @@ class AudioSmoke(Recording):
         await stream.close()
         seen.append(("closed", stream.closed))
         await call.finish({"intent": "Heard"})
+
+
+class StreamUntilHangup(Recording):
+    """Holds a stream open until the call ends, then notes what an action on it raises."""
+
+    seen: ClassVar[list[Any]] = []
+
+    async def on_call_start(self, call: Call) -> None:
+        await self.answer(call)
+        stream = await call.open_stream(8000)
+        async for _ in stream:
+            pass
+        type(self).seen.append(("stream ended", stream.closed))
+        try:
+            stream.play(b"\0\0")
+        except Exception as exc:
+            type(self).seen.append(("play", type(exc).__name__))
+            raise

@@ -27,7 +27,8 @@ from ivagate.events import ChannelExecuteComplete
 from ivagate.info import encode_info, send_info_command
 from ivagate.invite import CallIdentity, Invite
 from ivagate.log import CallLogger
-from ivagate.media import AudioStream, MediaEndpoint
+from ivagate.media import AudioStream
+from ivagate.media.endpoint import MediaEndpoint
 from ivagate.metrics import Metrics
 from ivagate.settings import CallSettings
 

@@ -1,6 +1,6 @@
-"""Live call audio: the bot hears the caller and speaks back (``Call.open_stream``)."""
+"""Live call audio: the bot hears the caller and speaks back (``Call.open_stream``).
+The bot's side is ``stream``; ``endpoint`` (the controller's) carries it over FreeSWITCH."""
 
-from .endpoint import MediaEndpoint
 from .stream import AudioError, AudioFrame, AudioStream, StreamClosed
 
-__all__ = ["AudioError", "AudioFrame", "AudioStream", "MediaEndpoint", "StreamClosed"]
+__all__ = ["AudioError", "AudioFrame", "AudioStream", "StreamClosed"]

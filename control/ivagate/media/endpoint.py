@@ -26,6 +26,7 @@ from typing import Any
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from ivagate.bots.base import CallEnded
 from ivagate.esl import EslClient, EslError
 from ivagate.events import ChannelExecuteComplete
 from ivagate.settings import MediaSettings
@@ -45,7 +46,13 @@ _CATCH_UP = 5  # ticks the pacer sends late after a stall of the event loop; the
 class _Leg:
     rtp: RtpLeg
     answered: asyncio.Future[None]
-    leg_uuid: str
+    call_uuid: str
+
+
+def _leg_ended(call_uuid: str) -> CallEnded:
+    """FreeSWITCH ended a leg the bot did not close: the call is ending (the caller's BYE
+    reaches the leg before the call's hangup event reaches the controller)."""
+    return CallEnded(f"{call_uuid}: the call ended the audio stream")
 
 
 class MediaEndpoint(Collector):
@@ -84,13 +91,14 @@ class MediaEndpoint(Collector):
         bridge: asyncio.Task[ChannelExecuteComplete] | None = None
 
         async def close() -> None:
+            # ended first: the leg's BYE that follows is then ours, not the call's end
+            self._end(stream_id, StreamClosed("the stream was closed"))
             try:
                 await esl.api(f"uuid_kill {leg_uuid}")
             except EslError as exc:
                 log.info("stream %s: uuid_kill: %s", stream_id, exc)
-            if bridge is not None:
+            if bridge is not None:  # back in park: the call takes applications again
                 await asyncio.wait({bridge}, timeout=esl.settings.reply_timeout)
-            self._end(stream_id, StreamClosed("the stream was closed"))
 
         stream = AudioStream(
             rate,
@@ -100,13 +108,13 @@ class MediaEndpoint(Collector):
             closer=close,
         )
         rtp = await RtpLeg.bind(self.settings.host, stream)
-        leg = _Leg(rtp, asyncio.get_running_loop().create_future(), leg_uuid)
+        leg = _Leg(rtp, asyncio.get_running_loop().create_future(), call_uuid)
         self._legs[stream_id] = leg
         self._opened += 1
         bridge = asyncio.create_task(
             esl.execute(call_uuid, "bridge", self._dial(stream_id, leg_uuid, rate))
         )
-        bridge.add_done_callback(lambda done: self._bridged(stream_id, done))
+        bridge.add_done_callback(lambda done: self._bridged(stream_id, call_uuid, done))
         placed: set[asyncio.Future[Any]] = {leg.answered, bridge}
         await asyncio.wait(
             placed,
@@ -146,15 +154,19 @@ class MediaEndpoint(Collector):
             leg.answered.set_result(None)
         return rtp.port, payload_type
 
-    def _bridged(self, stream_id: str, bridge: asyncio.Task[ChannelExecuteComplete]) -> None:
+    def _bridged(
+        self, stream_id: str, call_uuid: str, bridge: asyncio.Task[ChannelExecuteComplete]
+    ) -> None:
         """The call's ``bridge`` returned: the leg is over."""
         error = None if bridge.cancelled() else bridge.exception()
         if error is not None:
             log.warning("stream %s: bridge failed: %s", stream_id, error)
-        self._end(stream_id, StreamClosed("FreeSWITCH ended the stream's leg"))
+        self._end(stream_id, _leg_ended(call_uuid))
 
     def _bye(self, stream_id: str) -> None:
-        self._end(stream_id, StreamClosed("FreeSWITCH ended the stream's leg"))
+        leg = self._legs.get(stream_id)
+        if leg is not None:
+            self._end(stream_id, _leg_ended(leg.call_uuid))
 
     def _end(self, stream_id: str, error: Exception) -> None:
         leg = self._legs.pop(stream_id, None)
