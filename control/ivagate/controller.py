@@ -77,7 +77,7 @@ class Controller:
         # read when /metrics is scraped: exact, and nothing to keep up to date per call
         self.metrics.active_calls.set_function(self.calls.active_count)
         self.edge_reports = EdgeReports(settings.edge, self.calls, self.metrics)
-        self.media = MediaEndpoint(settings.media)
+        self.media = MediaEndpoint(settings.media, self.metrics)
         self.metrics.registry.register(self.media)
         self._ready = False
         self._draining = False

@@ -53,6 +53,13 @@ class Metrics:
             ["status"],
             registry=registry,
         )
+        self.audio_tick_late = Histogram(
+            "ivagate_audio_tick_late_seconds",
+            "How late the audio pacer's 20 ms ticks ran against their schedule: the bots' "
+            "audio leaves this much off its real-time pace",
+            buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05),
+            registry=registry,
+        )
         self.edge_reports_connected = Gauge(
             "ivagate_edge_reports_connected",
             "Connections from edges sending INFO reports now",

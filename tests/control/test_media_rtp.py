@@ -34,13 +34,14 @@ async def test_caller_audio_is_swapped_to_machine_order_and_timed_by_the_rtp_clo
     loop = asyncio.get_running_loop()
     peer, _ = await loop.create_datagram_endpoint(_Peer, remote_addr=("127.0.0.1", leg.port))
     samples = struct.pack("!160h", *range(160))
-    for n, payload_type in enumerate((102, 101, 102)):  # 101: telephone-event, ignored
-        header = struct.pack("!BBHII", 0x80, payload_type, 7 + n, 1000 + 160 * n, 42)
+    # 101: telephone-event, not audio but in the same sequence; 10 never comes
+    for seq, payload_type in ((7, 102), (8, 101), (9, 102), (11, 102)):
+        header = struct.pack("!BBHII", 0x80, payload_type, seq, 1000 + 160 * (seq - 7), 42)
         peer.sendto(header + samples)
-    first, second = await anext(stream), await anext(stream)
+    first, second, third = [await anext(stream) for _ in range(3)]
     assert first.pcm == struct.pack("<160h", *range(160))
-    assert (first.timestamp, second.timestamp) == (0.0, 0.04)
-    assert stream.frames_in == 2
+    assert (first.timestamp, second.timestamp, third.timestamp) == (0.0, 0.04, 0.08)
+    assert (stream.frames_in, stream.frames_lost) == (3, 1)
     peer.close()
     leg.close()
 

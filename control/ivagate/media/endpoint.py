@@ -29,6 +29,7 @@ from prometheus_client.registry import Collector
 from ivagate.bots.base import CallEnded
 from ivagate.esl import EslClient, EslError
 from ivagate.events import ChannelExecuteComplete
+from ivagate.metrics import Metrics
 from ivagate.settings import MediaSettings
 
 from .rtp import RtpLeg
@@ -58,8 +59,9 @@ def _leg_ended(call_uuid: str) -> CallEnded:
 class MediaEndpoint(Collector):
     """The stream legs of one controller; also the collector of their ``/metrics``."""
 
-    def __init__(self, settings: MediaSettings) -> None:
+    def __init__(self, settings: MediaSettings, metrics: Metrics) -> None:
         self.settings = settings
+        self.metrics = metrics
         self._sip: SipAnswerer | None = None
         self._legs: dict[str, _Leg] = {}
         self._pacer: asyncio.Task[None] | None = None
@@ -176,7 +178,12 @@ class MediaEndpoint(Collector):
         stream.end(error)
         leg.rtp.close()
         self._frames.update(
-            {"in": stream.frames_in, "out": stream.frames_out, "dropped": stream.frames_dropped}
+            {
+                "in": stream.frames_in,
+                "out": stream.frames_out,
+                "dropped": stream.frames_dropped,
+                "lost": stream.frames_lost,
+            }
         )
 
     # -- pacing ------------------------------------------------------------------------
@@ -191,9 +198,10 @@ class MediaEndpoint(Collector):
                 late = loop.time() - (start + index * FRAME_SECONDS)
                 if late < 0:
                     await asyncio.sleep(-late)
+                    late = loop.time() - (start + index * FRAME_SECONDS)
                 elif late > _CATCH_UP * FRAME_SECONDS:  # a long stall: skip, do not burst
-                    skipped = int(late / FRAME_SECONDS)
-                    index += skipped
+                    index += int(late / FRAME_SECONDS)
+                self.metrics.audio_tick_late.observe(late)
                 for leg in list(self._legs.values()):
                     leg.rtp.tick(index)
         finally:
@@ -213,13 +221,15 @@ class MediaEndpoint(Collector):
         frames = CounterMetricFamily(
             "ivagate_audio_frames",
             "20 ms frames: in (caller to bot), out (bot to caller), dropped (caller frames "
-            "a bot did not read in time)",
+            "a bot did not read in time), lost (caller frames that never arrived from "
+            "FreeSWITCH: RTP sequence gaps)",
             labels=["direction"],
         )
         live = {
             "in": sum(s.frames_in for s in streams),
             "out": sum(s.frames_out for s in streams),
             "dropped": sum(s.frames_dropped for s in streams),
+            "lost": sum(s.frames_lost for s in streams),
         }
         for direction, count in live.items():
             frames.add_metric([direction], self._frames[direction] + count)

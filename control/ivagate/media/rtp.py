@@ -43,6 +43,7 @@ class RtpLeg(asyncio.DatagramProtocol):
         self.remote: tuple[str, int] | None = None  # FreeSWITCH's RTP socket (its SDP)
         self.payload_type = -1  # L16 at the stream's rate, as FreeSWITCH numbered it
         self._first_timestamp: int | None = None
+        self._next_seq: int | None = None  # FreeSWITCH's next sequence number
         self._samples = round(stream.rate * FRAME_SECONDS)
         self._seq = secrets.randbelow(1 << 16)
         self._ssrc = secrets.randbelow(1 << 32)
@@ -67,8 +68,15 @@ class RtpLeg(asyncio.DatagramProtocol):
     def datagram_received(self, data: bytes, addr: tuple[str | int, ...]) -> None:
         if len(data) <= _HEADER.size:
             return
-        first, marker_type, _, timestamp, _ = _HEADER.unpack_from(data)
-        if marker_type & 0x7F != self.payload_type or first >> 6 != 2:
+        first, marker_type, seq, timestamp, _ = _HEADER.unpack_from(data)
+        if first >> 6 != 2:
+            return
+        if self._next_seq is not None:  # telephone-events share the sequence: count them too
+            gap = (seq - self._next_seq) & 0xFFFF
+            if gap < 0x8000:  # ahead: the packets between were lost (behind: late, kept)
+                self.stream.frames_lost += gap
+        self._next_seq = (seq + 1) & 0xFFFF
+        if marker_type & 0x7F != self.payload_type:
             return
         start = _HEADER.size + 4 * (first & 0x0F)  # past any CSRCs (FreeSWITCH sends none)
         if self._first_timestamp is None:

@@ -72,7 +72,8 @@ class AudioStream:
         self._played: list[asyncio.Future[bool]] = []  # resolve at the next tick
         self._ended: Exception | None = None
         self.frames_in = 0
-        self.frames_dropped = 0
+        self.frames_dropped = 0  # caller frames the bot did not read in time
+        self.frames_lost = 0  # caller frames that never arrived (RTP sequence gaps)
         self.frames_out = 0
 
     # -- the bot's side ----------------------------------------------------------------
