@@ -116,6 +116,24 @@ async def test_after_the_call_ended_every_action_says_so() -> None:
             action()
 
 
-async def test_an_unknown_rate_is_refused() -> None:
-    with pytest.raises(AudioError, match="rate"):
-        AudioStream(44100, inbound_frames=1, max_buffered_seconds=1, on_error=print, closer=print)  # type: ignore[arg-type]
+async def test_a_pcmu_stream_takes_bytes_as_samples_and_pads_with_ulaw_silence() -> None:
+    async def closer() -> None:
+        return None
+
+    stream = AudioStream(
+        8000, "pcmu", inbound_frames=2, max_buffered_seconds=1, on_error=print, closer=closer
+    )
+    assert stream.frame_bytes == 160
+    stream.play(b"\x01" * 3)  # odd lengths are whole u-law samples
+    assert stream.next_frame() == b"\x01" * 3 + b"\xff" * 157
+
+
+@pytest.mark.parametrize(("rate", "encoding"), [(16000, "pcmu"), (8000, "opus"), (44100, "l16")])
+async def test_an_unknown_rate_or_encoding_is_refused(rate: int, encoding: str) -> None:
+    async def closer() -> None:
+        return None
+
+    with pytest.raises(AudioError):
+        AudioStream(
+            rate, encoding, inbound_frames=1, max_buffered_seconds=1, on_error=print, closer=closer
+        )

@@ -18,13 +18,12 @@ pytestmark = [pytest.mark.kamailio, pytest.mark.freeswitch]
 StartController = Callable[..., Awaitable[Controller]]
 
 
-@pytest.mark.parametrize("rate", [8000, 16000])
+@pytest.mark.parametrize(("rate", "encoding"), [(8000, "l16"), (16000, "l16"), (8000, "pcmu")])
 async def test_stream_opens_carries_frames_and_closes(
-    edge: Edge, start_controller: StartController, rate: int
+    edge: Edge, start_controller: StartController, rate: int, encoding: str
 ) -> None:
-    controller = await start_controller(
-        call={"bot_options": {"AudioSmoke": {"wait_for_ack": True, "rate": rate}}}
-    )
+    options = {"wait_for_ack": True, "rate": rate, "encoding": encoding}
+    controller = await start_controller(call={"bot_options": {"AudioSmoke": options}})
     bots.AudioSmoke.seen.clear()
     report = await call(edge, "tls", headers={"X-Bot-Id": "AudioSmoke"})
     record = await record_of(controller, report)
@@ -32,7 +31,7 @@ async def test_stream_opens_carries_frames_and_closes(
     print(bots.AudioSmoke.seen)
     assert bots.AudioSmoke.seen[:3] == [
         ("mark", True),
-        ("frames", 50, {rate // 50 * 2}),
+        ("frames", 50, {rate // 50 * (2 if encoding == "l16" else 1)}),
         ("closed", True),
     ]
 

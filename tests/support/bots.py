@@ -234,9 +234,11 @@ class AudioSmoke(Recording):
 
     async def on_call_start(self, call: Call) -> None:
         await self.answer(call)
-        stream = await call.open_stream(int(self.options.get("rate", 16000)))
+        encoding = self.options.get("encoding", "l16")
+        stream = await call.open_stream(int(self.options.get("rate", 16000)), encoding)
         seen = type(self).seen
-        stream.play(tone(1000, 1.0, stream.rate))
+        second = tone(1000, 1.0, stream.rate)
+        stream.play(second if encoding == "l16" else b"\xff" * (len(second) // 2))
         seen.append(("mark", await stream.mark("tone")))
         sizes = set()
         with contextlib.suppress(TimeoutError):

@@ -123,8 +123,9 @@ class Call(Protocol):
         """Answer the call (200 OK with FreeSWITCH's SDP answer); raises ``CallEnded`` after
         ``call.answer_deadline``, when the call has already failed with 480."""
 
-    async def open_stream(self, rate: int = 16000) -> AudioStream:
-        """Open the call's live audio at ``rate`` (8000 or 16000): iterate the caller's 20 ms
+    async def open_stream(self, rate: int = 16000, encoding: str = "l16") -> AudioStream:
+        """Open the call's live audio at ``rate`` (8000 or 16000) in ``encoding`` (``l16``:
+        16-bit little-endian PCM; ``pcmu``: G.711 u-law, 8000 only): iterate the caller's 20 ms
         frames (``async for frame in stream``), ``play(pcm)`` the bot's audio (paced out in
         real time), ``mark(name)``, ``clear()`` (barge-in), ``close()``. DTMF still comes to
         ``on_dtmf``; ``send_update``/``finish`` work as before. While it is open,

@@ -146,12 +146,12 @@ class CallSession:
             raise EslCommandError(f"uuid_answer: {reply.strip()}")
         self.record.answered_at = time.time()
 
-    async def open_stream(self, rate: int = 16000) -> AudioStream:
+    async def open_stream(self, rate: int = 16000, encoding: str = "l16") -> AudioStream:
         if self.media is None:
             raise RuntimeError("this controller has no media endpoint (Controller.start)")
         if self._stream is not None and not self._stream.closed:
             raise RuntimeError("a stream is open on this call: close it first")
-        self._stream = await self._until_ended(self.media.open(self.esl, self.uuid, rate))
+        self._stream = await self._until_ended(self.media.open(self.esl, self.uuid, rate, encoding))
         return self._stream
 
     async def play(self, source: str) -> None:

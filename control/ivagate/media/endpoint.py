@@ -83,7 +83,9 @@ class MediaEndpoint(Collector):
         if self._sip is not None and self._sip.transport is not None:
             self._sip.transport.close()
 
-    async def open(self, esl: EslClient, call_uuid: str, rate: int) -> AudioStream:
+    async def open(
+        self, esl: EslClient, call_uuid: str, rate: int, encoding: str = "l16"
+    ) -> AudioStream:
         """Bridge call ``call_uuid`` to a new stream leg and return its stream once
         FreeSWITCH placed the leg; ``AudioError`` for a bad rate, ``StreamClosed`` when
         the leg did not come up within ``media.open_timeout``."""
@@ -104,6 +106,7 @@ class MediaEndpoint(Collector):
 
         stream = AudioStream(
             rate,
+            encoding,
             inbound_frames=self.settings.inbound_frames,
             max_buffered_seconds=self.settings.max_buffered_seconds,
             on_error=self._count_error,
@@ -114,7 +117,7 @@ class MediaEndpoint(Collector):
         self._legs[stream_id] = leg
         self._opened += 1
         bridge = asyncio.create_task(
-            esl.execute(call_uuid, "bridge", self._dial(stream_id, leg_uuid, rate))
+            esl.execute(call_uuid, "bridge", self._dial(stream_id, leg_uuid, stream))
         )
         bridge.add_done_callback(lambda done: self._bridged(stream_id, call_uuid, done))
         placed: set[asyncio.Future[Any]] = {leg.answered, bridge}
@@ -134,8 +137,9 @@ class MediaEndpoint(Collector):
 
     # -- SIP ---------------------------------------------------------------------------
 
-    def _dial(self, stream_id: str, leg_uuid: str, rate: int) -> str:
-        variables = f"origination_uuid={leg_uuid},absolute_codec_string=L16@{rate}h@20i"
+    def _dial(self, stream_id: str, leg_uuid: str, stream: AudioStream) -> str:
+        codec = f"{stream.encoding.codec}@{stream.rate}h@20i"
+        variables = f"origination_uuid={leg_uuid},absolute_codec_string={codec}"
         s = self.settings
         assert self._sip is not None
         return f"{{{variables}}}sofia/{s.profile}/sip:{stream_id}@{s.host}:{self._sip.port}"
@@ -146,9 +150,10 @@ class MediaEndpoint(Collector):
             log.warning("stream leg INVITE for unknown stream %s: refused", stream_id)
             return None
         rtp = leg.rtp
-        payload_type = offer.payload_type(f"L16/{rtp.stream.rate}")
+        wanted = f"{rtp.stream.encoding.codec}/{rtp.stream.rate}"
+        payload_type = offer.payload_type(wanted)
         if payload_type is None or not offer.port:
-            log.warning("stream %s: FreeSWITCH offered no L16/%d", stream_id, rtp.stream.rate)
+            log.warning("stream %s: FreeSWITCH offered no %s", stream_id, wanted)
             return None
         rtp.payload_type = payload_type
         rtp.remote = (offer.host, offer.port)

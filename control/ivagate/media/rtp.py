@@ -22,13 +22,11 @@ from .stream import FRAME_SECONDS, AudioStream
 __all__ = ["RtpLeg"]
 
 _HEADER = struct.Struct("!BBHII")  # V/P/X/CC, M/PT, sequence number, timestamp, SSRC
-_SWAP = sys.byteorder == "little"
+_SWAP = sys.byteorder == "little"  # L16 is big-endian on the wire (RFC 3551 4.5.11)
 
 
 def _swap(pcm: bytes) -> bytes:
-    """Between network and machine byte order (an involution)."""
-    if not _SWAP:
-        return pcm
+    """16-bit samples between network and machine byte order (an involution)."""
     samples = array("h", pcm)
     samples.byteswap()
     return samples.tobytes()
@@ -49,6 +47,7 @@ class RtpLeg(asyncio.DatagramProtocol):
         self._ssrc = secrets.randbelow(1 << 32)
         self._base = secrets.randbelow(1 << 32)
         self._talking = False  # the last tick sent audio: the next talkspurt gets a marker
+        self._swap = _SWAP and stream.encoding.sample_bytes == 2
 
     @classmethod
     async def bind(cls, host: str, stream: AudioStream) -> RtpLeg:
@@ -82,7 +81,10 @@ class RtpLeg(asyncio.DatagramProtocol):
         if self._first_timestamp is None:
             self._first_timestamp = timestamp
         media_time = ((timestamp - self._first_timestamp) & 0xFFFFFFFF) / self.stream.rate
-        self.stream.received(_swap(data[start:]), media_time, time.monotonic())
+        payload = data[start:]
+        self.stream.received(
+            _swap(payload) if self._swap else payload, media_time, time.monotonic()
+        )
 
     def tick(self, index: int) -> None:
         """Pacer tick ``index`` (20 ms each since the pacer started): send the bot's next
@@ -97,7 +99,7 @@ class RtpLeg(asyncio.DatagramProtocol):
         timestamp = (self._base + index * self._samples) & 0xFFFFFFFF
         header = _HEADER.pack(0x80, marker | self.payload_type, self._seq, timestamp, self._ssrc)
         self._seq = (self._seq + 1) & 0xFFFF
-        self.transport.sendto(header + _swap(frame), self.remote)
+        self.transport.sendto(header + (_swap(frame) if self._swap else frame), self.remote)
 
     def close(self) -> None:
         if self.transport is not None:

@@ -14,11 +14,27 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-__all__ = ["FRAME_SECONDS", "RATES", "AudioError", "AudioFrame", "AudioStream", "StreamClosed"]
+__all__ = ["ENCODINGS", "FRAME_SECONDS", "AudioError", "AudioFrame", "AudioStream", "StreamClosed"]
 
 FRAME_SECONDS = 0.02  # one RTP packet, one frame: 20 ms
-RATES = (8000, 16000)  # L16 rates FreeSWITCH delivers (its core resamples)
-SAMPLE_BYTES = 2  # 16-bit linear PCM, little-endian (the machine's order) toward the bot
+
+
+@dataclass(frozen=True)
+class Encoding:
+    """How a stream's samples are written; FreeSWITCH's core converts to and from the call's."""
+
+    codec: str  # FreeSWITCH's and the SDP's name
+    rates: tuple[int, ...]
+    sample_bytes: int
+    silence: bytes  # the byte silence is made of
+
+
+ENCODINGS = {
+    # 16-bit linear PCM, little-endian (the machine's order) toward the bot
+    "l16": Encoding("L16", (8000, 16000), 2, b"\0"),
+    # G.711 u-law, 8 kHz: what telephony WebSocket protocols carry, with no work in Python
+    "pcmu": Encoding("PCMU", (8000,), 1, b"\xff"),
+}
 
 
 class AudioError(ValueError):
@@ -36,7 +52,7 @@ class StreamClosed(RuntimeError):
 
 @dataclass(frozen=True, slots=True)
 class AudioFrame:
-    """20 ms of the caller's audio: 16-bit little-endian PCM at the stream's rate."""
+    """20 ms of the caller's audio in the stream's encoding and rate."""
 
     pcm: bytes
     timestamp: float  # media time, seconds since the stream's first frame (RTP clock)
@@ -45,21 +61,28 @@ class AudioFrame:
 
 class AudioStream:
     """The caller's audio (``async for frame in stream``) and the bot's (``play``, ``mark``,
-    ``clear``) of one call, at ``rate`` (8000 or 16000)."""
+    ``clear``) of one call, at ``rate`` (8000 or 16000) in ``encoding`` (``l16`` or, at
+    8000 only, ``pcmu``)."""
 
     def __init__(
         self,
         rate: int,
+        encoding: str = "l16",
         *,
         inbound_frames: int,
         max_buffered_seconds: float,
         on_error: Callable[[AudioError], None],
         closer: Callable[[], Awaitable[None]],
     ) -> None:
-        if rate not in RATES:
-            raise AudioError("rate", f"rate must be one of {RATES}, not {rate!r}")
+        if encoding not in ENCODINGS:
+            raise AudioError("encoding", f"encoding must be one of {sorted(ENCODINGS)}")
+        self.encoding = ENCODINGS[encoding]
+        if rate not in self.encoding.rates:
+            raise AudioError(
+                "rate", f"{encoding} streams run at {self.encoding.rates}, not {rate!r}"
+            )
         self.rate = rate
-        self.frame_bytes = round(rate * FRAME_SECONDS) * SAMPLE_BYTES
+        self.frame_bytes = round(rate * FRAME_SECONDS) * self.encoding.sample_bytes
         self._max_buffered = round(max_buffered_seconds / FRAME_SECONDS) * self.frame_bytes
         self._on_error = on_error
         self._closer = closer
@@ -102,13 +125,13 @@ class AudioStream:
         return self._inbound.popleft()
 
     def play(self, pcm: bytes, rate: int | None = None) -> None:
-        """Queue ``pcm`` (16-bit little-endian at the stream's rate, any length) to be paced
-        out after what is queued; returns at once."""
+        """Queue ``pcm`` (samples in the stream's encoding at its rate, any length) to be
+        paced out after what is queued; returns at once."""
         self._check_open()
         if rate is not None and rate != self.rate:
             self._refuse("rate", f"audio at {rate} Hz on a {self.rate} Hz stream")
-        if len(pcm) % SAMPLE_BYTES:
-            self._refuse("size", f"{len(pcm)} bytes is not a whole number of 16-bit samples")
+        if len(pcm) % self.encoding.sample_bytes:
+            self._refuse("size", f"{len(pcm)} bytes is not a whole number of samples")
         if len(self._outbound) + len(pcm) > self._max_buffered:
             self._refuse("overflow", "more bot audio than media.max_buffered_seconds unplayed")
         self._outbound += pcm
@@ -165,7 +188,7 @@ class AudioStream:
         while self._marks and self._marks[0][0] <= self._sent:
             self._played.append(self._marks.popleft()[2])
         self.frames_out += 1
-        return frame.ljust(self.frame_bytes, b"\0")
+        return frame.ljust(self.frame_bytes, self.encoding.silence)
 
     def end(self, error: Exception) -> None:
         """The leg is gone: the iterator stops, bot actions raise ``error``. The call's end
