@@ -136,17 +136,22 @@ def _frames(payload: bytes) -> list[bytes]:
 
 
 def tone_power(samples: Sequence[int], rate: int, freq: float) -> float:
-    """The share of the signal's energy at ``freq`` (Goertzel): about 1 for a pure tone at
-    ``freq``, about 0 for another tone or silence."""
+    """The share of the signal's energy at ``freq``: about 1 for a pure tone at ``freq``, about
+    0 for another tone (100 Hz away or more) or silence. Goertzel over each 20 ms block, summed
+    without phase, so gaps (lost or muted frames) between blocks do not cancel the tone out."""
     energy = math.fsum(s * s for s in samples)
     if not energy:
         return 0.0
     coeff = 2 * math.cos(2 * math.pi * freq / rate)
-    prev = prev2 = 0.0
-    for s in samples:
-        prev, prev2 = s + coeff * prev - prev2, prev
-    power = prev * prev + prev2 * prev2 - coeff * prev * prev2  # |X(freq)|^2
-    return min(1.0, 2 * power / (len(samples) * energy))
+    block = rate // 50
+    power = 0.0
+    for start in range(0, len(samples), block):
+        chunk = samples[start : start + block]
+        prev = prev2 = 0.0
+        for s in chunk:
+            prev, prev2 = s + coeff * prev - prev2, prev
+        power += 2 * (prev * prev + prev2 * prev2 - coeff * prev * prev2) / len(chunk)
+    return min(1.0, power / energy)
 
 
 def rms_dbfs(samples: Sequence[int]) -> float:

@@ -37,9 +37,12 @@ class _Key(NamedTuple):
 
 class RtpSession(asyncio.DatagramProtocol):
     """``bind``, put ``port`` in the offer; ``open`` with the answer's address (and the SDES
-    keys, for SRTP); ``play`` once answered; ``press`` keys; ``close`` at hangup."""
+    keys, for SRTP); ``play`` once answered; ``press`` keys; ``close`` at hangup. An
+    ``echo`` session (the stand-in media node's) sends back each packet it takes, under its
+    own SRTP key."""
 
-    def __init__(self) -> None:
+    def __init__(self, echo: bool = False) -> None:
+        self.echo = echo
         self.transport: asyncio.DatagramTransport | None = None
         self.remote: Address | None = None
         self.seq = secrets.randbelow(1 << 16)
@@ -61,9 +64,11 @@ class RtpSession(asyncio.DatagramProtocol):
         self._event: deque[bytes] = deque()  # the rest of the key press being sent
 
     @classmethod
-    async def bind(cls, host: str) -> RtpSession:
+    async def bind(cls, host: str, echo: bool = False) -> RtpSession:
         loop = asyncio.get_running_loop()
-        transport, session = await loop.create_datagram_endpoint(cls, local_addr=(host, 0))
+        transport, session = await loop.create_datagram_endpoint(
+            lambda: cls(echo), local_addr=(host, 0)
+        )
         session.transport = transport
         return session
 
@@ -156,6 +161,8 @@ class RtpSession(asyncio.DatagramProtocol):
                 return
         _flags, second, seq, _timestamp, ssrc = _HEADER.unpack_from(data)
         self._count(seq, ssrc)
+        if self.echo:
+            self._send(data)
         if second & 0x7F == PCMU:
             self.frames.append(Frame(at, seq, ulaw_decode(_payload(data))))
 

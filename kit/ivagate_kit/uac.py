@@ -185,8 +185,8 @@ class _Call:
             *plan.headers.items(),
             ("Content-Type", "application/sdp"),
         ]
-        port = MEDIA_PORT if self.rtp is None else self.rtp.port
-        body = build_offer(plan.local_host, port, plan.offer_srtp)
+        media_port = MEDIA_PORT if self.rtp is None else self.rtp.port
+        body = build_offer(plan.local_host, media_port, plan.offer_srtp)
         return SipMessage.request("INVITE", f"sip:{plan.did}@{host}:{port}{param}", headers, body)
 
     async def send_invite(self) -> SipMessage | None:
