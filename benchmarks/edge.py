@@ -256,7 +256,7 @@ async def emulator_run(workdir: Path, transport: TransportName) -> tuple[int, fl
     try:
         async with node:
             target = edge.tls if transport == "tls" else edge.sip
-            # signalling only, as the figures have always been (the edge carries no media)
+            # signalling only, as these figures always were (the kit sends RTP by default)
             plan = CallPlan(
                 target=target, transport=transport, local_host=CALLER, timeout=20, media=False
             )

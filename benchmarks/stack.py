@@ -211,7 +211,7 @@ def sipp_step(meters: Meters, workdir: Path, rate: float) -> Step:
 
 
 async def emulator_run(edge: Edge, flow: Flow) -> None:
-    # signalling only, as the figures have always been (the edge carries no media)
+    # signalling only, as these figures always were (the kit sends RTP by default)
     plan = CallPlan(target=edge.tls, transport="tls", local_host=CALLER, timeout=20, media=False)
     reports = await run_load(plan, calls=EMULATOR_CALLS, rate=EMULATOR_RATE)
     # an INFO before the 200 finds no dialog yet: the emulator answers 481 and fails this check
