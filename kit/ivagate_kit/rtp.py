@@ -98,16 +98,20 @@ class RtpSession(asyncio.DatagramProtocol):
             inbound = pylibsrtp.Policy(receive_key, pylibsrtp.Policy.SSRC_ANY_INBOUND)
             self._protect, self._unprotect = pylibsrtp.Session(outbound), pylibsrtp.Session(inbound)
 
+    @property
+    def playing(self) -> bool:
+        return self._pacer is not None
+
     def play(self, frames: Iterator[bytes]) -> None:
-        """Send ``frames`` (PCMU payloads of 20 ms) to the open remote until ``close``; a
-        second call while playing is ignored."""
-        if self._pacer is None and self.remote is not None:
-            self._pacer = asyncio.get_running_loop().create_task(self._pace(frames))
+        """Send ``frames`` (PCMU payloads of 20 ms) to the open remote until ``close``."""
+        if self.remote is None or self._pacer is not None:
+            raise RuntimeError("play once, after open")
+        self._pacer = asyncio.get_running_loop().create_task(self._pace(frames))
 
     async def press(self, digits: str, payload_type: int) -> None:
         """Send ``digits`` as telephone-events in place of audio (100 ms a key, audio again in
         the 100 ms between keys); returns once the last is sent. Only while playing."""
-        if self._pacer is None:
+        if not self.playing:
             raise RuntimeError("keys are sent in the audio stream: play first")
         loop = asyncio.get_running_loop()
         for digit in digits:

@@ -275,8 +275,12 @@ class _Call:
         ack = dialog.request("ACK", cseq=self.invite.cseq[0])
         self.agent.send(ack, self.dialog_link())
         self.acked = True
-        if self.rtp is not None:  # answered: the caller talks (silence is sent too)
-            self.rtp.play(play_frames(self.plan.play))
+        rtp = self.rtp
+        if rtp is not None and rtp.remote is not None and not rtp.playing:
+            # answered: the caller talks (silence is sent too, as phones do)
+            rtp.play(play_frames(self.plan.play))
+            host, port = rtp.remote
+            self.trace("->", f"RTP{'/SRTP' if rtp.srtp else ''} {self.plan.play} to {host}:{port}")
 
     def dialog_link(self) -> Link:
         """Where in-dialog requests go: RingCX's one connection, or the next hop over UDP."""
@@ -387,7 +391,7 @@ class _Call:
                 answer.event_type is not None,
                 "" if answer.event_type is not None else f"none in {answer.media!r}",
             )
-            if answer.event_type is not None and self.rtp is not None and self.rtp.remote:
+            if answer.event_type is not None and self.rtp is not None and self.rtp.playing:
                 self.trace(
                     "->", f"DTMF {plan.dtmf} as RTP events (payload type {answer.event_type})"
                 )
@@ -519,6 +523,7 @@ class _Call:
         report.duration = self.now()
         report.pongs_received = self.agent.pongs_received
         if self.rtp is not None:
+            self.rtp.close()  # the call is over: what was heard is all there is
             report.media = self.rtp.report(self.plan.tones)
             if self.plan.record:
                 write_wav(self.plan.record, report.media.samples())
@@ -542,8 +547,6 @@ class _Call:
 
     async def close(self) -> None:
         self.closing = True
-        if self.rtp is not None:
-            self.rtp.close()
         if self.link is not None:
             close_link(self.link)
         for listener in self.listeners:
