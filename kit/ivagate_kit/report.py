@@ -39,6 +39,7 @@ class MediaReport:
     """The call's RTP: counts both ways, and what was heard (sound above ``audio.HEARD_DBFS``)."""
 
     packets_sent: int = 0
+    first_sent_at: float | None = None  # epoch seconds: when the caller started talking
     packets_received: int = 0
     packets_lost: int = 0  # sequence numbers skipped, less those that came late
     out_of_order: int = 0  # packets older than one already received

@@ -50,6 +50,7 @@ class RtpSession(asyncio.DatagramProtocol):
         self.ssrc = secrets.randbelow(1 << 32)
         self.frames: list[Frame] = []
         self.sent = 0
+        self.first_sent_at: float | None = None  # wall clock
         self.received = 0
         self.lost = 0  # sequence numbers skipped, less those that came late
         self.out_of_order = 0  # packets older than one already received (late or repeated)
@@ -149,6 +150,8 @@ class RtpSession(asyncio.DatagramProtocol):
         if self._protect is not None:
             packet = self._protect.protect(packet)
         self.transport.sendto(packet, self.remote)
+        if not self.sent:
+            self.first_sent_at = time.time()
         self.sent += 1
 
     def datagram_received(self, data: bytes, addr: Address) -> None:
@@ -188,6 +191,7 @@ class RtpSession(asyncio.DatagramProtocol):
         spans = active_spans((f.at, f.pcm) for f in self.frames)
         media = MediaReport(
             packets_sent=self.sent,
+            first_sent_at=self.first_sent_at,
             packets_received=self.received,
             packets_lost=self.lost,
             out_of_order=self.out_of_order,

@@ -250,9 +250,9 @@ class _Call:
         """Take the answer's media address and SRTP key; an answer unfit for the offer (its
         check says why) opens nothing."""
         assert self.invite is not None
-        offer, answer = Sdp.parse(self.invite.body), Sdp.parse(answer_body)
         if self.rtp is None or answer_problems(self.invite.body, answer_body):
             return
+        offer, answer = Sdp.parse(self.invite.body), Sdp.parse(answer_body)
         send_key = offer.srtp_key
         self.rtp.open((answer.host, answer.port), send_key, answer.srtp_key if send_key else None)
 
