@@ -100,7 +100,7 @@ def _emulate_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--record", metavar="PATH", help="write what the caller heard as a WAV")
     p.add_argument(
-        "--tone",
+        "--tone-power",
         type=int,
         action="append",
         metavar="HZ",
@@ -166,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
             media=args.media,
             play=args.play,
             record=args.record,
-            **({"tones": args.tone} if args.tone else {}),  # else the plan's default
+            **({"tones": args.tone_power} if args.tone_power else {}),  # else the plan's default
         )
         if args.calls == 1:
             reports = [asyncio.run(run_call(plan))]

@@ -148,7 +148,8 @@ async def test_silence_flows_and_the_report_shows_media(
     received back, heard as nothing; the JSON report's media section has no frames."""
     async with MediaNode(transport="udp", script=NodeScript(infos=[])) as node:
         code = await asyncio.to_thread(
-            main, [f"{HOST}:{node.port}", "-t", "udp", "--bye", "0.5", "--json", "--tone", "1000"]
+            main,
+            [f"{HOST}:{node.port}", "-t", "udp", "--bye", "0.5", "--json", "--tone-power", "1000"],
         )
     assert code == 0
     media = json.loads(capsys.readouterr().out)["media"]
