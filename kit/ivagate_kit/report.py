@@ -69,7 +69,7 @@ class MediaReport:
                 f"out of order {self.out_of_order}  SRTP failures {self.srtp_failures}",
                 f"  heard {self.heard_seconds:.2f}s in {len(self.active_spans)} span(s)"
                 + (f": {spans}{more}" if spans else ""),
-                f"  tone power: {tones or 'nothing heard'}",
+                f"  tone power: {tones or '-'}",
             ]
         )
 

@@ -96,6 +96,7 @@ class RtpSession(asyncio.DatagramProtocol):
         self._protect = self._unprotect = None
         if send_key is not None and receive_key is not None:
             outbound = pylibsrtp.Policy(send_key, pylibsrtp.Policy.SSRC_ANY_OUTBOUND)
+            outbound.allow_repeat_tx = True  # an echo resends what arrives, repeats included
             inbound = pylibsrtp.Policy(receive_key, pylibsrtp.Policy.SSRC_ANY_INBOUND)
             self._protect, self._unprotect = pylibsrtp.Session(outbound), pylibsrtp.Session(inbound)
 
