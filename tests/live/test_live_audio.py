@@ -142,3 +142,28 @@ async def test_dtmf_reaches_the_bot_while_its_stream_is_open_and_hangup_ends_the
         ("play", "CallEnded"),
         ("hangup", Outcome.DISCONNECTED),
     ]
+
+
+async def test_the_parrot_repeats_what_the_caller_said_after_a_pause(
+    edge: Edge, start_controller: StartController, speech: dict[int, Path]
+) -> None:
+    """The built-in parrot bot (the README's example): the caller says a sentence
+    (espeak-ng) then keeps quiet; the parrot says it back once the caller paused, and with
+    ``turns`` 1 sends the final intent."""
+    controller = await start_controller(call={"bot_options": {"parrot": {"turns": 1}}})
+    said = speech[8000]
+    report = await call(edge, "tls", headers={"X-Bot-Id": "parrot"}, play=str(said))
+    record = await record_of(controller, report)
+    assert record.outcome is Outcome.SUCCESS, (record, report.render())
+    assert [i.json for i in report.infos] == [
+        {"event": "listening"},
+        {"intent": "Parrot", "turns": 1, "final": True},
+    ]
+    media = report.media
+    assert media is not None
+    expected = _voiced_seconds(read_wav(said), 8000)
+    assert abs(media.heard_seconds - expected) < 0.2 * expected, (media.heard_seconds, expected)
+    assert media.first_sent_at is not None
+    heard_from = min(start for start, _ in media.active_spans)
+    # it spoke after the caller's sentence and the parrot's 0.6 s pause, not over it
+    assert heard_from > media.first_sent_at + len(read_wav(said)) / 8000 + 0.5
