@@ -91,6 +91,7 @@ async def test_the_bot_hears_the_callers_tone_and_the_caller_hears_the_bots_spee
     samples = array("h", heard)
     assert len(samples) == rate  # one second
     assert tone_power(samples, rate, 440) > 0.8
+    assert -11 < rms_dbfs(samples) < -7  # the caller's sine peaks at -6 dBFS: -9 dB RMS
     assert tone_power(samples, rate, 1000) < 0.05
 
     media = report.media
