@@ -168,3 +168,29 @@ async def test_the_parrot_repeats_what_the_caller_said_after_a_pause(
     heard_from = min(start for start, _ in media.active_spans)
     # it spoke after the caller's sentence and the parrot's 0.6 s pause, not over it
     assert heard_from > media.first_sent_at + len(read_wav(said)) / 8000 + 0.5
+
+
+async def test_a_bot_that_stops_reading_or_writes_bad_audio_loses_frames_not_the_call(
+    edge: Edge, start_controller: StartController
+) -> None:
+    """Unread caller frames are dropped (the newest half second kept) and counted; audio of
+    the wrong size or rate is refused with a clear error and counted; the call goes on to
+    its final intent."""
+    controller = await start_controller()
+    bots.BadAudio.seen.clear()
+    report = await call(edge, "tls", headers={"X-Bot-Id": "BadAudio"}, play="tone:440:-6")
+    record = await record_of(controller, report)
+    assert record.outcome is Outcome.SUCCESS, (record, report.render())
+    refused, wrong_rate, (_, dropped) = bots.BadAudio.seen[:3]
+    assert refused[:2] == ("refused", "size") and "whole number of samples" in refused[2]
+    assert wrong_rate[:2] == ("refused", "rate") and "8000 Hz on a 16000 Hz stream" in wrong_rate[2]
+    assert dropped > 25  # 1.5 s is 75 frames; 25 are kept
+    metrics = {
+        (m.name, tuple(sorted(m.labels.items()))): m.value
+        for family in controller.metrics.registry.collect()
+        for m in family.samples
+    }
+    assert metrics["ivagate_audio_frames_total", (("direction", "dropped"),)] == dropped
+    assert metrics["ivagate_audio_errors_total", (("reason", "size"),)] == 1
+    assert metrics["ivagate_audio_errors_total", (("reason", "rate"),)] == 1
+    assert metrics["ivagate_audio_streams_total", ()] == 1

@@ -9,12 +9,13 @@ import wave
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
-from ivagate.bots.base import Bot, Call, CallEnded, Outcome, PayloadError
+from ivagate.bots.base import AudioError, Bot, Call, CallEnded, Outcome, PayloadError
 from ivagate.calls.session import CallSession
 from ivagate_kit.audio import tone
 
 __all__ = [
     "AudioSmoke",
+    "BadAudio",
     "BargeIn",
     "Broken",
     "BrokenInit",
@@ -305,3 +306,23 @@ class BargeIn(Recording):
         await asyncio.sleep(1.0)
         await stream.close()
         await call.finish({"intent": "Cleared"})
+
+
+class BadAudio(Recording):
+    """A bot that stops reading its stream for 1.5 s, then writes audio the stream cannot
+    take, then finishes: the call must go on through all of it."""
+
+    seen: ClassVar[list[Any]] = []
+
+    async def on_call_start(self, call: Call) -> None:
+        await self.answer(call)
+        stream = await call.open_stream(16000)
+        await asyncio.sleep(1.5)  # the caller's frames pile up unread
+        for bad in ({"pcm": b"\0" * 3}, {"pcm": b"\0" * 640, "rate": 8000}):
+            try:
+                stream.play(**bad)  # type: ignore[arg-type]
+            except AudioError as refused:
+                type(self).seen.append(("refused", refused.reason, str(refused)))
+        type(self).seen.append(("dropped", stream.frames_dropped))
+        await stream.close()
+        await call.finish({"intent": "Survived"})
