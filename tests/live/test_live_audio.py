@@ -59,10 +59,11 @@ async def test_stream_opens_carries_frames_and_closes(
     report = await call(edge, "tls", headers={"X-Bot-Id": "AudioSmoke"})
     record = await record_of(controller, report)
     assert record.outcome is Outcome.SUCCESS, (record, bots.AudioSmoke.seen, report.render())
-    assert bots.AudioSmoke.seen[:3] == [
+    assert bots.AudioSmoke.seen[:4] == [
         ("mark", True),
         ("frames", 50, {rate // 50 * (2 if encoding == "l16" else 1)}),
         ("closed", True),
+        ("played after close", True),
     ]
 
 
@@ -194,3 +195,20 @@ async def test_a_bot_that_stops_reading_or_writes_bad_audio_loses_frames_not_the
     assert metrics["ivagate_audio_errors_total", (("reason", "size"),)] == 1
     assert metrics["ivagate_audio_errors_total", (("reason", "rate"),)] == 1
     assert metrics["ivagate_audio_streams_total", ()] == 1
+
+
+async def test_the_bots_hangup_ends_its_stream_and_the_callers_audio(
+    edge: Edge, start_controller: StartController
+) -> None:
+    controller = await start_controller()
+    bots.HangupMidStream.seen.clear()
+    report = await call(edge, "udp", headers={"X-Bot-Id": "HangupMidStream"}, tones=[1000])
+    record = await record_of(controller, report)
+    assert record.outcome is Outcome.FAILED  # hung up without a final intent
+    assert report.bye_from_remote
+    await until(lambda: len(bots.HangupMidStream.seen) >= 2, "the bot's stream ended")
+    (_, unread), closed = bots.HangupMidStream.seen[:2]
+    assert unread <= 25 and closed == ("closed", True)  # media.inbound_frames at most
+    media = report.media
+    assert media is not None and media.tone_power[1000] > 0.8
+    assert 0.3 < media.heard_seconds < 0.8, media.heard_seconds

@@ -23,6 +23,7 @@ __all__ = [
     "Daydream",
     "FinishOnly",
     "Gated",
+    "HangupMidStream",
     "Listen",
     "LongPlay",
     "Payloads",
@@ -244,6 +245,8 @@ class AudioSmoke(Recording):
         seen.append(("frames", stream.frames_in, sizes))
         await stream.close()
         seen.append(("closed", stream.closed))
+        await call.play("silence_stream://100")  # the call is back in park: apps run again
+        seen.append(("played after close", True))
         await call.finish({"intent": "Heard"})
 
 
@@ -326,3 +329,19 @@ class BadAudio(Recording):
         type(self).seen.append(("dropped", stream.frames_dropped))
         await stream.close()
         await call.finish({"intent": "Survived"})
+
+
+class HangupMidStream(Recording):
+    """Speaks a long tone and hangs up half a second in: its own stream ends too."""
+
+    seen: ClassVar[list[Any]] = []
+
+    async def on_call_start(self, call: Call) -> None:
+        await self.answer(call)
+        stream = await call.open_stream(8000)
+        stream.play(tone(1000, 5.0, -10, stream.rate).tobytes())
+        await asyncio.sleep(0.5)
+        await call.hangup()
+        # the frames it had not read yet, then the loop ends
+        type(self).seen.append(("frames after hangup", len([f async for f in stream])))
+        type(self).seen.append(("closed", stream.closed))
