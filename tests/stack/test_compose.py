@@ -9,6 +9,7 @@ and host ports of the test's own.
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import os
 import random
@@ -46,6 +47,22 @@ def free_port() -> int:
         return port
 
 
+def free_udp_range(count: int) -> int:
+    """The first of ``count`` consecutive UDP ports free on every host address right now
+    (Docker publishes the media node's RTP range on them)."""
+    for _ in range(50):
+        first = random.randrange(40000, 60000, count)
+        with contextlib.ExitStack() as held:
+            try:
+                for port in range(first, first + count):
+                    sock = held.enter_context(socket.socket(socket.AF_INET, socket.SOCK_DGRAM))
+                    sock.bind(("", port))
+            except OSError:
+                continue
+        return first
+    raise RuntimeError(f"no {count} consecutive free UDP ports in 40000-60000")
+
+
 def free_net_prefix() -> str:
     """Three octets of a /24 that overlaps no Docker network (the stack pins addresses in it)."""
     used = [
@@ -80,7 +97,7 @@ def stack_env(stack_images: StackImages, tmp_path: Path) -> Iterator[dict[str, s
         "IVAGATE_API_PORT": str(free_port()),
         "IVAGATE_TLS_DIR": str(tmp_path / "tls"),
     }
-    rtp = random.randrange(40000, 60000, 20)  # FreeSWITCH takes 2 a call
+    rtp = free_udp_range(20)  # FreeSWITCH takes 2 a call, 4 while a bot streams
     env |= {"IVAGATE_RTP_PORT_MIN": str(rtp), "IVAGATE_RTP_PORT_MAX": str(rtp + 19)}
     env["IVAGATE_EMULATE_PORT"] = env["IVAGATE_TLS_PORT"]
     try:
