@@ -42,21 +42,24 @@ class CpuMeter:
 
     def __init__(self, processes: Mapping[str, psutil.Process]) -> None:
         self.processes = dict(processes)
-        self.started, self.at = self.seconds(), time.perf_counter()
+        self.at, self.started = self.seconds()
 
-    def seconds(self) -> dict[str, float]:
+    def seconds(self) -> tuple[float, dict[str, float]]:
+        """When, and the seconds so far: CPU times first, beside the clock; the run-queue
+        waits (a file per thread) last, their error being small against them."""
+        at = time.perf_counter()
         used = {name: cpu_seconds(p) for name, p in self.processes.items()}
-        waited = {f"{name} wait": runqueue_seconds(p) for name, p in self.processes.items()}
         cores = psutil.cpu_times(percpu=True)
         busy = {
             f"core {n}": t.user + t.nice + t.system + t.irq + t.softirq for n, t in enumerate(cores)
         }
-        return used | waited | busy | {"steal": sum(t.steal for t in cores) / len(cores)}
+        steal = sum(t.steal for t in cores) / len(cores)
+        waited = {f"{name} wait": runqueue_seconds(p) for name, p in self.processes.items()}
+        return at, used | busy | {"steal": steal} | waited
 
     def read(self) -> dict[str, float]:
-        window = time.perf_counter() - self.at
-        now = self.seconds()
-        return {name: (now[name] - self.started[name]) / window for name in now}
+        at, now = self.seconds()
+        return {name: (now[name] - self.started[name]) / (at - self.at) for name in now}
 
 
 def percentile(values: list[float], q: int) -> float:
