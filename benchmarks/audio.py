@@ -44,6 +44,7 @@ floor of the controller's. Returns 1 on a miss.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import math
 import os
@@ -72,6 +73,7 @@ __all__ = ["main"]
 
 STEPS = (50, 100, 150, 200, 250, 300, 350, 400)  # concurrent streams
 RATE = 16000  # the streams' L16 rate
+FRAME = 0.02  # seconds of audio in a frame
 CALL_RATE = 25.0  # new calls per second while a step fills: set-up costs FreeSWITCH ~9 ms each
 STEADY = 10.0  # seconds measured once every stream of a step is open
 MARGIN = 5.0  # seconds every call stays open after the window, at least
@@ -98,7 +100,9 @@ class Step:
     steady: bool  # all of them were open at once (else the window began without some)
     active: int  # streams open as the window began
     failed_calls: int  # SIPp's count
-    frames: dict[str, float]  # direction -> frames over the whole step
+    # direction -> frames over the whole step; "kernel": of those lost, dropped by the kernel
+    # from the controller's full sockets (by the window's end); "gaps": missing in media time
+    frames: dict[str, float]
     cpu: dict[str, float]  # CpuMeter's shares over the window
     delay_p99: float  # arrival from FreeSWITCH -> the bot's iterator, seconds
     arrival_p99: float  # arrival against media time, above the stream's earliest
@@ -137,6 +141,19 @@ def write_noise(path: Path) -> None:
     """Random mu-law codes, headerless: SIPp 3.6.1 plays a file's bytes as they are (a WAV
     header would be played as sound)."""
     path.write_bytes(random.Random(13).randbytes(8000 * NOISE_SECONDS))
+
+
+def socket_drops(process: psutil.Process) -> int:
+    """Datagrams the kernel dropped so far because one of ``process``'s open UDP sockets was
+    full: frames it did not read in time (``drops`` of /proc/net/udp, by socket inode)."""
+    inodes = set()
+    for fd in Path(f"/proc/{process.pid}/fd").iterdir():
+        with contextlib.suppress(OSError):  # closed meanwhile
+            link = os.readlink(fd)
+            if link.startswith("socket:["):
+                inodes.add(link[len("socket:[") : -1])
+    rows = (line.split() for line in Path("/proc/net/udp").read_text().splitlines()[1:])
+    return sum(int(row[-1]) for row in rows if row[9] in inodes)
 
 
 def failed_calls(sipp: SippRun) -> int:
@@ -192,9 +209,10 @@ class Bench:
 
         return await wait_for(active, seconds)
 
-    async def bot_figures(self, offset: int, calls: int) -> tuple[float, float]:
-        """p99 delay to the iterator and p99 arrival against media time, over every frame of
-        the ``calls`` whose lines the bots appended past ``offset`` (each at its hangup)."""
+    async def bot_figures(self, offset: int, calls: int) -> tuple[float, float, int]:
+        """p99 delay to the iterator, p99 arrival against media time, over every frame of
+        the ``calls`` whose lines the bots appended past ``offset`` (each at its hangup), and
+        the frames missing from their media time (20 ms of it each, the first at 0)."""
 
         async def written() -> bool:
             return self.results.read_bytes()[offset:].count(b"\n") >= calls
@@ -205,9 +223,10 @@ class Bench:
             figures = [json.loads(line) for line in lines]
         delays = [d / 1e6 for line in figures for d in line["delay_us"]]
         arrivals = [a / 1e6 for line in figures for a in line["arrival_us"]]
+        gaps = sum(round(line["media_s"] / FRAME) + 1 - line["frames"] for line in figures)
         if len(delays) < 2:
-            return math.nan, math.nan
-        return percentile(delays, 99), percentile(arrivals, 99)
+            return math.nan, math.nan, gaps
+        return percentile(delays, 99), percentile(arrivals, 99), gaps
 
     async def step(self, streams: int) -> Step:
         fill = streams / CALL_RATE
@@ -248,6 +267,7 @@ class Bench:
         window_start = await self.controller.samples()
         await asyncio.sleep(STEADY)
         cpu = meter.read()
+        dropped_by_kernel = socket_drops(self.controller.stats)
         window_end = await self.controller.samples()
         load = os.getloadavg()[0]
         await asyncio.to_thread(sipp.wait, fill + hold + 60)
@@ -256,14 +276,14 @@ class Bench:
         opened = round(
             value(end, "ivagate_audio_streams_total") - value(start, "ivagate_audio_streams_total")
         )
-        delay_p99, arrival_p99 = await self.bot_figures(offset, opened)
+        delay_p99, arrival_p99, gaps = await self.bot_figures(offset, opened)
         return Step(
             streams=streams,
             opened=opened,
             steady=steady,
             active=round(value(window_start, "ivagate_audio_streams_active")),
             failed_calls=failed_calls(sipp),
-            frames=frame_counts(start, end),
+            frames=frame_counts(start, end) | {"gaps": gaps, "kernel": dropped_by_kernel},
             cpu=cpu,
             delay_p99=delay_p99,
             arrival_p99=arrival_p99,
@@ -324,6 +344,8 @@ COLUMNS = (
     ("out", 8),
     ("drop", 5),
     ("lost", 5),
+    ("kern", 5),
+    ("gaps", 5),
     ("ctrl", 5),
     ("wait", 5),
     ("ms/s", 6),
@@ -341,11 +363,13 @@ COLUMNS = (
 )
 LEGEND = f"""\
 per step: streams wanted, streams opened, calls SIPp failed; frames in (caller to bot), out,
-dropped, lost over the step; over the {STEADY:g} s window with every stream open, as % of a
-core: controller CPU, its threads' wait for their core, and its ms of CPU per stream-second;
-FreeSWITCH, and its ms per stream-second; SIPp; all of core 0 and all of core 1; p99 ms:
-delay from FreeSWITCH to the bot's iterator and arrival against media time (every frame of
-the step), pacer tick lateness, INFO hand-off; INFOs handed off; load average"""
+dropped, lost (of which the kernel dropped from the controller's full sockets, by the window's
+end), and the gaps in the media time the bots saw, over the step; over the {STEADY:g} s
+window with every stream open, as % of a core: controller CPU, its threads' wait for their
+core, and its ms of CPU per stream-second; FreeSWITCH, and its ms per stream-second; SIPp;
+all of core 0 and all of core 1; p99 ms: delay from FreeSWITCH to the bot's iterator and
+arrival against media time (every frame of the step), pacer tick lateness, INFO hand-off;
+INFOs handed off; load average"""
 
 
 def print_header() -> None:
@@ -359,7 +383,7 @@ def print_step(step: Step) -> None:
         f"{step.streams}",
         f"{step.opened}",
         f"{step.failed_calls}",
-        *(f"{frames[d]:.0f}" for d in ("in", "out", "dropped", "lost")),
+        *(f"{frames[d]:.0f}" for d in ("in", "out", "dropped", "lost", "kernel", "gaps")),
         f"{cpu['controller']:.0%}",
         f"{cpu['controller wait']:.0%}",
         f"{step.per_stream_ms():.2f}",

@@ -23,8 +23,9 @@ class AudioBenchBot(Bot):
 
     Per frame it notes, in microseconds, the delay from the frame's arrival from FreeSWITCH
     (``received_at``) to the bot's iterator, and the arrival against the frame's media time
-    (``received_at - timestamp``). At hangup it appends them as one JSON line to the file
-    ``results`` names: the figures stay in this process until the call is over."""
+    (``received_at - timestamp``); and the last frame's media time. At hangup it appends
+    them as one JSON line to the file ``results`` names: the figures stay in this process
+    until the call is over."""
 
     name = "audio-bench"
 
@@ -35,6 +36,7 @@ class AudioBenchBot(Bot):
         self.update_every = float(options.get("update_every", 2.0))
         self.delays: list[float] = []
         self.arrivals: list[float] = []
+        self.media_time = 0.0  # the last frame's timestamp: the stream's length in media time
 
     async def on_call_start(self, call: Call) -> None:
         await call.answer()
@@ -45,6 +47,7 @@ class AudioBenchBot(Bot):
                 now = time.monotonic()
                 self.delays.append(now - frame.received_at)
                 self.arrivals.append(frame.received_at - frame.timestamp)
+                self.media_time = frame.timestamp
                 stream.play(frame.pcm)
         except (CallEnded, StreamClosed):
             pass  # the caller hung up between the frame and its echo
@@ -61,6 +64,7 @@ class AudioBenchBot(Bot):
         first = min(self.arrivals, default=0.0)
         line = {
             "frames": len(self.delays),
+            "media_s": self.media_time,
             "delay_us": [round(d * 1e6) for d in self.delays],
             # how much later than the stream's earliest frame, against media time
             "arrival_us": [round((a - first) * 1e6) for a in self.arrivals],
