@@ -66,7 +66,7 @@ from tests.support.fs_node import LiveNode, live_freeswitch
 
 from benchmarks.audio_bot import AudioBenchBot
 from benchmarks.cores import pinning, started_on
-from benchmarks.ivagate_run import Controller, controller_process, wait_ready
+from benchmarks.ivagate_run import Controller, controller_process, metric_value, wait_ready
 from benchmarks.measure import CpuMeter, histogram_quantile, percentile
 
 __all__ = ["main"]
@@ -162,19 +162,14 @@ def failed_calls(sipp: SippRun) -> int:
     return int(counts[-1]) if counts else -1
 
 
-def value(samples: list[Sample], name: str, **labels: str) -> float:
-    return sum(
-        s.value
-        for s in samples
-        if s.name == name and all(s.labels.get(k) == v for k, v in labels.items())
-    )
+def grown(before: list[Sample], after: list[Sample], name: str, **labels: str) -> float:
+    """How much counter ``name`` grew between two reads of ``/metrics``."""
+    return metric_value(after, name, **labels) - metric_value(before, name, **labels)
 
 
 def frame_counts(before: list[Sample], after: list[Sample]) -> dict[str, float]:
-    name = "ivagate_audio_frames_total"
     return {
-        direction: value(after, name, direction=direction)
-        - value(before, name, direction=direction)
+        direction: grown(before, after, "ivagate_audio_frames_total", direction=direction)
         for direction in ("in", "out", "dropped", "lost")
     }
 
@@ -192,13 +187,13 @@ async def wait_for(condition: Callable[[], Awaitable[bool]], seconds: float) -> 
 class Bench:
     """The processes under test and where the bot writes its figures."""
 
-    def __init__(self, node: LiveNode, controller: Controller, workdir: Path) -> None:
+    def __init__(self, node: LiveNode, controller: Controller, workdir: Path, results: Path):
         assert node.pid is not None
         self.node = node
         self.freeswitch = psutil.Process(node.pid)
         self.controller = controller
         self.workdir = workdir
-        self.results = workdir / "bot.jsonl"
+        self.results = results
         self.noise = workdir / "noise.ulaw"
         self.pinned = ""
         write_noise(self.noise)
@@ -273,15 +268,13 @@ class Bench:
         await asyncio.to_thread(sipp.wait, fill + hold + 60)
         await self.until_streams(0, 30)
         end = await self.controller.samples()
-        opened = round(
-            value(end, "ivagate_audio_streams_total") - value(start, "ivagate_audio_streams_total")
-        )
+        opened = round(grown(start, end, "ivagate_audio_streams_total"))
         delay_p99, arrival_p99, gaps = await self.bot_figures(offset, opened)
         return Step(
             streams=streams,
             opened=opened,
             steady=steady,
-            active=round(value(window_start, "ivagate_audio_streams_active")),
+            active=round(metric_value(window_start, "ivagate_audio_streams_active")),
             failed_calls=failed_calls(sipp),
             frames=frame_counts(start, end) | {"gaps": gaps, "kernel": dropped_by_kernel},
             cpu=cpu,
@@ -293,10 +286,7 @@ class Bench:
             info_p99=histogram_quantile(
                 0.99, "ivagate_info_handoff_seconds", window_start, window_end
             ),
-            infos=round(
-                value(window_end, "ivagate_info_handoff_seconds_count")
-                - value(window_start, "ivagate_info_handoff_seconds_count")
-            ),
+            infos=round(grown(window_start, window_end, "ivagate_info_handoff_seconds_count")),
             load=load,
         )
 
@@ -307,9 +297,9 @@ async def run(binary: str, workdir: Path) -> tuple[list[Step], str]:
     with live_freeswitch(
         binary, None, workdir / "fs", rtp_ports=RTP_PORTS, edge_cidrs=f"{CALLER}/32"
     ) as node:
-        log = workdir / "controller.log"
+        log, results = workdir / "controller.log", workdir / "bot.jsonl"
         options = {
-            "results": str(workdir / "bot.jsonl"),
+            "results": str(results),
             "rate": RATE,
             "update_every": UPDATE_EVERY,
         }
@@ -322,7 +312,7 @@ async def run(binary: str, workdir: Path) -> tuple[list[Step], str]:
             options=options,
         ) as controller:
             wait_ready(controller)
-            bench = Bench(node, controller, workdir)
+            bench = Bench(node, controller, workdir, results)
             for streams in STEPS:
                 step = await bench.step(streams)
                 steps.append(step)

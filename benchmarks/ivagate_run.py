@@ -12,7 +12,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,7 +26,7 @@ from tests.support.edge import free_port
 from benchmarks.cores import started_on
 from ivagate.bots.base import Bot
 
-__all__ = ["ROOT", "Controller", "controller_process", "wait_ready"]
+__all__ = ["ROOT", "Controller", "controller_process", "metric_value", "wait_ready"]
 
 TOKEN = "bench"
 ROOT = Path(__file__).resolve().parents[1]
@@ -53,10 +53,19 @@ class Controller:
         return [s for family in text_string_to_metric_families(text) for s in family.samples]
 
     async def metric(self, name: str, **labels: str) -> float:
-        for sample in await self.samples():
-            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
-                return float(sample.value)
-        return 0.0
+        return metric_value(await self.samples(), name, **labels)
+
+
+def metric_value(samples: Iterable[Sample], name: str, **labels: str) -> float:
+    """The value of sample ``name`` with ``labels`` (summed over its other labels; 0 if
+    there is none)."""
+    return float(
+        sum(
+            s.value
+            for s in samples
+            if s.name == name and all(s.labels.get(k) == v for k, v in labels.items())
+        )
+    )
 
 
 @contextlib.contextmanager
