@@ -60,7 +60,7 @@ from pathlib import Path
 
 import psutil
 from prometheus_client.samples import Sample
-from tests.support.edge import CALLER, SippRun, free_port, start_sipp
+from tests.support.edge import CALLER, SippRun, free_port, start_sipp, stop_all_sipp
 from tests.support.freeswitch import find_binary
 from tests.support.fs_node import LiveNode, live_freeswitch
 
@@ -313,12 +313,15 @@ async def run(binary: str, workdir: Path) -> tuple[list[Step], str]:
         ) as controller:
             wait_ready(controller)
             bench = Bench(node, controller, workdir, results)
-            for streams in STEPS:
-                step = await bench.step(streams)
-                steps.append(step)
-                print_step(step)
-                if step.last:
-                    break
+            try:
+                for streams in STEPS:
+                    step = await bench.step(streams)
+                    steps.append(step)
+                    print_step(step)
+                    if step.last:
+                        break
+            finally:
+                stop_all_sipp()  # a step that failed may leave its callers running
     return steps, bench.pinned
 
 
@@ -332,10 +335,10 @@ COLUMNS = (
     ("fail", 5),
     ("in", 8),
     ("out", 8),
-    ("drop", 5),
-    ("lost", 5),
-    ("kern", 5),
-    ("gaps", 5),
+    ("drop", 6),
+    ("lost", 6),
+    ("kern", 6),
+    ("gaps", 6),
     ("ctrl", 5),
     ("wait", 5),
     ("ms/s", 6),
@@ -344,10 +347,10 @@ COLUMNS = (
     ("SIPp", 5),
     ("core0", 6),
     ("core1", 6),
-    ("delay", 6),
-    ("arriv", 6),
+    ("delay", 7),
+    ("arriv", 7),
     ("tick", 6),
-    ("INFO", 6),
+    ("INFO", 7),
     ("INFOs", 6),
     ("load", 5),
 )
