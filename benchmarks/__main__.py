@@ -1,11 +1,11 @@
-"""Run every benchmark, or the ones named: ``python -m benchmarks [controller] [edge] [stack]``."""
+"""Run every benchmark, or the ones named: ``python -m benchmarks [NAME...]`` (``BENCHMARKS``)."""
 
 from __future__ import annotations
 
 import importlib
 import sys
 
-BENCHMARKS = ("controller", "edge", "stack")
+BENCHMARKS = ("controller", "edge", "stack", "audio")
 
 
 def main(argv: list[str]) -> int:
