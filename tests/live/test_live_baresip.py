@@ -72,6 +72,7 @@ async def test_baresip_and_the_bot_hear_each_other(
 
     assert (record.transport, record.source.split(":")[0]) == (transport, CALLER), record
     assert record.srtp is (transport == "tls"), record
+    assert ("SRTP is Enabled (cryptosuite=AES_CM_128_HMAC_SHA1_80)" in log) is record.srtp, log
     assert record.outcome is Outcome.FAILED, (record, bots.Listen.seen, log)
     assert [(i.final, i.result, i.sip_status) for i in record.infos] == [(True, "reply", 488)]
     assert record.error is not None and "RingCX answered 488" in record.error, record
