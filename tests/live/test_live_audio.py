@@ -4,49 +4,22 @@
 
 from __future__ import annotations
 
-import shutil
-import subprocess
 from array import array
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
-from live_calls import call, record_of, until
+from live_calls import call, record_of, until, voiced_seconds
 
 from ivagate.bots.base import Outcome
 from ivagate.controller import Controller
-from ivagate_kit.audio import HEARD_DBFS, read_wav, rms_dbfs, tone_power
+from ivagate_kit.audio import read_wav, rms_dbfs, tone_power
 from support import bots
 from support.edge import Edge
 
 pytestmark = [pytest.mark.kamailio, pytest.mark.freeswitch]
 
 StartController = Callable[..., Awaitable[Controller]]
-
-
-@pytest.fixture(scope="module")
-def speech(tmp_path_factory: pytest.TempPathFactory) -> dict[int, Path]:
-    """A sentence spoken by Debian's espeak-ng, as mono 16-bit WAVs at 8 and 16 kHz (sox
-    resamples), by rate."""
-    for tool in ("espeak-ng", "sox"):
-        assert shutil.which(tool), f"{tool} is missing: scripts/install-deps installs it"
-    work = tmp_path_factory.mktemp("speech")
-    spoken = work / "spoken.wav"
-    subprocess.run(["espeak-ng", "-w", str(spoken), "Hello, this is the bot speaking."], check=True)
-    wavs = {rate: work / f"speech-{rate}.wav" for rate in (8000, 16000)}
-    # its trailing quiet cut, so that the reply's last frame is speech the caller must hear
-    trim = ["reverse", "silence", "1", "0.02", "1%", "reverse"]
-    for rate, wav in wavs.items():
-        sox = ["sox", str(spoken), "-r", str(rate), "-c", "1", "-b", "16", str(wav), *trim]
-        subprocess.run(sox, check=True)
-    return wavs
-
-
-def _voiced_seconds(samples: array[int], rate: int) -> float:
-    """Seconds of 20 ms frames above the kit's 'heard' level."""
-    step = rate // 50
-    frames = [samples[i : i + step] for i in range(0, len(samples) - step + 1, step)]
-    return sum(rms_dbfs(f) > HEARD_DBFS for f in frames) * 0.02
 
 
 @pytest.mark.parametrize(("rate", "encoding"), [(8000, "l16"), (16000, "l16"), (8000, "pcmu")])
@@ -97,7 +70,7 @@ async def test_the_bot_hears_the_callers_tone_and_the_caller_hears_the_bots_spee
 
     media = report.media
     assert media is not None and media.srtp is (transport == "tls") and media.srtp_failures == 0
-    expected = _voiced_seconds(read_wav(reply), 8000)  # the caller hears 8 kHz
+    expected = voiced_seconds(read_wav(reply), 8000)  # the caller hears 8 kHz
     assert abs(media.heard_seconds - expected) < 0.15 * expected, (media.heard_seconds, expected)
     last_heard = max(end for _, end in media.active_spans)
     assert played is True
@@ -163,7 +136,7 @@ async def test_the_parrot_repeats_what_the_caller_said_after_a_pause(
     ]
     media = report.media
     assert media is not None
-    expected = _voiced_seconds(read_wav(said), 8000)
+    expected = voiced_seconds(read_wav(said), 8000)
     assert abs(media.heard_seconds - expected) < 0.2 * expected, (media.heard_seconds, expected)
     assert media.first_sent_at is not None
     heard_from = min(start for start, _ in media.active_spans)
