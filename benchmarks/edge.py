@@ -55,6 +55,10 @@ HIGHEST_RATE = 25600.0
 BISECT_STEPS = 3
 TARGET_COST = 0.10
 SIPP_TRANSPORTS = {"tcp": "t1", "udp": "u1"}
+# SIPp's socket buffers (its default is 64 KB): on a busy machine a SIPp kept off its core
+# for a few tens of ms lost datagrams, and a retransmission's 500 ms failed calls that the
+# edge had carried in time
+SIPP_BUFFERS = ["-buff_size", str(4 << 20)]
 # Tuning measured on one core (kamailio/README.md, "Tuning"): one UDP and one TCP worker per
 # core (2 or 4 of each ran no faster); shm holds ~5 s of transactions, and 256 MB ran out
 # at 1600 calls/s.
@@ -140,7 +144,13 @@ class Trials:
         # the node outlives the run: a node exiting after its last call would close the TCP
         # connection under the caller's last call
         node = start_node(
-            self.workdir, node_port, pause_ms=0, calls=10**9, transport=sipp_transport, trace=False
+            self.workdir,
+            node_port,
+            pause_ms=0,
+            calls=10**9,
+            transport=sipp_transport,
+            trace=False,
+            extra=SIPP_BUFFERS,
         )
         try:
             wait_until_listening(NODE_HOSTS[0], node_port, self.transport)
@@ -159,6 +169,7 @@ class Trials:
                     timeout=timeout,
                     name=f"caller-{name}",
                     trace=False,
+                    extra=SIPP_BUFFERS,
                 )
                 return caller.wait(timeout + 10) == 0
             suffix = "" if self.transport == "udp" else f";transport={self.transport}"
@@ -185,6 +196,7 @@ class Trials:
                     timeout=timeout,
                     name=f"caller-{name}",
                     trace=False,
+                    extra=SIPP_BUFFERS,
                 )
                 passed = caller.wait(timeout + 10) == 0
                 if passed:

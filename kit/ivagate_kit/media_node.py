@@ -52,6 +52,7 @@ class NodeScript:
     bye_after: float | None = None  # seconds after the last INFO; None: wait for the BYE
     early: list[int] = field(default_factory=list)  # provisional statuses after 100 (180, 183)
     answer_delay: float = 0.0  # seconds between the last provisional and the final answer
+    options_delay: float = 0.0  # seconds before answering an OPTIONS probe (a node under load)
     info_content_type: str = "application/json"
     # False: in-dialog requests go over a new connection to the next hop, as FreeSWITCH does
     # on its own over TCP -- what an edge must repair and a RingCX-like caller must flag.
@@ -182,7 +183,7 @@ class MediaNode:
             if call is not None:
                 call.acked.set()
         elif msg.method == "OPTIONS":
-            self.agent.reply(msg, msg.response(200), link)
+            self._spawn(self._answer_options(msg, link))
         elif msg.method == "CANCEL":
             self._on_cancel(msg, link, call)
         elif call is None or call.dialog is None or msg.to.tag != call.tag:
@@ -230,6 +231,10 @@ class MediaNode:
             return self.advertise if ":" in self.advertise else f"{self.advertise}:{self.port}"
         host = self.host if self.host not in ("0.0.0.0", "::", "") else link.local[0]
         return f"{host}:{self.port}"
+
+    async def _answer_options(self, msg: SipMessage, link: Link) -> None:
+        await asyncio.sleep(self.script.options_delay)
+        self.agent.reply(msg, msg.response(200), link)
 
     async def _answer(self, call: _NodeCall) -> None:
         script, invite = self.script, call.invite

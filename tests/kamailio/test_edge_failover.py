@@ -169,6 +169,27 @@ def test_dead_node_is_skipped_until_it_answers_probes(
     wait_for_flags(edge, uri, "AP")
 
 
+def probes(node: MediaNode) -> set[str]:
+    """The OPTIONS probes a node received (each once, whatever its retransmissions)."""
+    return {r.call_id for r in node.requests if r.method == "OPTIONS"}
+
+
+async def test_node_answering_probes_late_stays_in_rotation(
+    start_edge: Callable[..., Edge],
+) -> None:
+    """A node under load answers every OPTIONS probe after MEDIA_REPLY_TIMEOUT (1 s here)
+    but before the next probe: it answers, so it is alive and stays in rotation (a dead one
+    still leaves: test_dead_node_is_skipped_until_it_answers_probes)."""
+    (late,) = nodes(1)
+    strikes = 2
+    defines = {**FAST, "DS_PING_INTERVAL": "2", "DS_STRIKES": str(strikes)}
+    edge = start_edge(nodes=uris([late]), defines=defines)
+    async with MediaNode(late[0], late[1], script=NodeScript(options_delay=1.5)) as node:
+        # the probes before the last have had their late answers
+        await node.wait_until(lambda: len(probes(node)) > strikes, within=20)
+        assert edge.node_flags()[uris([late])[0]].startswith("A")  # active
+
+
 def test_drained_node_gets_no_calls_until_enabled(
     start_edge: Callable[..., Edge], tmp_path: Path
 ) -> None:

@@ -431,6 +431,7 @@ def start_node(
     calls: int = 1,
     transport: str = "u1",
     trace: bool = True,
+    extra: Sequence[str] = (),
 ) -> SippRun:
     """A SIPp media node; it answers OPTIONS probes by itself (-aa)."""
     return start_sipp(
@@ -442,7 +443,7 @@ def start_node(
         keys=keys,
         calls=calls,
         name=f"node-{host}-{port}",
-        extra=["-aa", "-d", str(pause_ms)],
+        extra=["-aa", "-d", str(pause_ms), *extra],
         trace=trace,
     )
 
