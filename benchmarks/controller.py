@@ -45,7 +45,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -90,18 +90,24 @@ class Controller:
     def stats(self) -> psutil.Process:
         return psutil.Process(self.process.pid)
 
-    async def metric(self, name: str, **labels: str) -> float:
+    async def samples(self, name: str) -> list[tuple[dict[str, str], float]]:
+        """Every sample of ``name`` in ``GET /metrics``: its labels and its value."""
         async with (
             aiohttp.ClientSession() as session,
             session.get(f"{self.api}/metrics") as response,
         ):
             text = await response.text()
-        for family in text_string_to_metric_families(text):
-            for sample in family.samples:
-                if sample.name == name and all(
-                    sample.labels.get(k) == v for k, v in labels.items()
-                ):
-                    return float(sample.value)
+        return [
+            (sample.labels, float(sample.value))
+            for family in text_string_to_metric_families(text)
+            for sample in family.samples
+            if sample.name == name
+        ]
+
+    async def metric(self, name: str, **labels: str) -> float:
+        for sample_labels, value in await self.samples(name):
+            if all(sample_labels.get(k) == v for k, v in labels.items()):
+                return value
         return 0.0
 
 
@@ -165,10 +171,14 @@ def free_port() -> int:
 
 @contextlib.contextmanager
 def controller_process(
-    esl_port: int, esl_password: str, log: Path, core: int | None = None
+    esl_port: int,
+    esl_password: str,
+    log: Path,
+    core: int | None = None,
+    settings: Mapping[str, str] | None = None,
 ) -> Iterator[Controller]:
-    """``ivagate run`` with ``BenchBot`` for every call, on ``core`` when given; its log to
-    ``log``."""
+    """``ivagate run`` with ``BenchBot`` for every call, on ``core`` when given, with more
+    ``IVAGATE_*`` ``settings``; its log to ``log``."""
     port = free_port()
     env = {
         **os.environ,
@@ -181,6 +191,7 @@ def controller_process(
         "IVAGATE_ROUTING__DEFAULT_BOT": BenchBot.name,
         "IVAGATE_CALL__BOTS": json.dumps({BenchBot.name: f"{BenchBot.__module__}:BenchBot"}),
         "IVAGATE_CALL__FINAL_BYE_TIMEOUT": "120",
+        **(settings or {}),
     }
     env.pop("IVAGATE_CONFIG_FILE", None)
     command = [str(Path(sys.executable).with_name("ivagate")), "run"]

@@ -4,8 +4,10 @@ controller (a) and by FreeSWITCH's own dialplan (b), in one run.
 Every process is real and on loopback: the shipped Kamailio edge (``tests/support/edge.py``),
 FreeSWITCH 1.10 on this project's tree started by its ``entrypoint.sh``, and for (a) the
 controller (``ivagate run``) with ``BenchBot`` (``controller_bot.py``): answer, one update, the
-final intent. For (b) FreeSWITCH runs on a copy of ``freeswitch/`` whose dialplan is
-``stack/dialplan.xml``, which does the same with no controller. RingCX is SIPp over UDP
+final intent; the controller takes the edge's INFO reports, as shipped, and so sends a call's
+next INFO once RingCX answered the last. For (b) FreeSWITCH runs on a copy of
+``freeswitch/`` whose dialplan is ``stack/dialplan.xml``, which does the same with no
+controller. RingCX is SIPp over UDP
 (``stack/caller.xml``: it answers both INFOs with 200 and sends the BYE after the final intent)
 and the kit's emulator over TLS (a new connection and handshake per call, SRTP offered).
 
@@ -14,7 +16,9 @@ failed call (a call not over GRACE seconds after the last one started counts as 
 figure is the last rate with none. FreeSWITCH sheds calls beyond its sessions-per-second
 setting (IVAGATE_FS_SESSIONS_PER_SECOND, shipped as 150) with a 503, which fails them here.
 At that rate: CPU per call of the edge, FreeSWITCH and the controller, and INVITE->200 p50/p99.
-The emulator then places EMULATOR_CALLS at EMULATOR_RATE over TLS.
+The emulator then places EMULATOR_CALLS at EMULATOR_RATE over TLS. For (a), RingCX's answers
+to the INFOs of the whole run, by status, as the controller recorded them from the edge's
+reports (``ivagate_info_answers_total``: a SIP status, timeout, no_ack, no_report).
 
 Both callers count the INFOs that reached them before their 200 OK; each fails its call (RingCX
 knows no dialog yet) and is counted apart from the capacity failures above, so that the rates
@@ -27,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import csv
+import json
 import os
 import re
 import shutil
@@ -41,7 +46,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import psutil
-from tests.support.edge import CALLER, Edge, EdgeSetup, start_caller, write_certificates
+from tests.support.edge import (
+    CALLER,
+    EDGE_HOST,
+    REPORT_TOKEN,
+    Edge,
+    EdgeSetup,
+    start_caller,
+    write_certificates,
+)
 from tests.support.freeswitch import CONF_DIR, find_binary
 from tests.support.fs_node import LiveNode, live_freeswitch
 
@@ -91,6 +104,7 @@ class Flow:
     emulator_failed: int = 0
     emulator_early: int = 0
     emulator_answer_ms: list[float] = field(default_factory=list)
+    info_answers: dict[str, int] = field(default_factory=dict)  # (a): status -> INFOs
 
     @property
     def best(self) -> Step | None:
@@ -113,6 +127,7 @@ class Meters:
     def __init__(self, edge: Edge, freeswitch: LiveNode, controller: Controller | None) -> None:
         assert freeswitch.pid is not None
         self.edge = edge
+        self.controller = controller
         self.processes = {"FreeSWITCH": psutil.Process(freeswitch.pid)}
         if controller is not None:
             self.processes["controller"] = controller.stats
@@ -246,6 +261,15 @@ def wait_ready(controller: Controller, seconds: float = 30) -> None:
     raise TimeoutError("the controller never became ready")
 
 
+def report_settings(node: LiveNode, edge: Edge) -> dict[str, str]:
+    """The controller's ``edge.*``: the edge's INFO reports, on the node's address."""
+    return {
+        "IVAGATE_EDGE__LISTEN": f"{node.sip.rpartition(':')[0]}:{edge.report_port}",
+        "IVAGATE_EDGE__EDGES": json.dumps([EDGE_HOST]),
+        "IVAGATE_EDGE__TOKEN": REPORT_TOKEN,
+    }
+
+
 @contextmanager
 def stack(binary: str, workdir: Path, *, with_controller: bool) -> Iterator[Meters]:
     """FreeSWITCH, the controller (flow a) and the edge, started in that order."""
@@ -254,21 +278,29 @@ def stack(binary: str, workdir: Path, *, with_controller: bool) -> Iterator[Mete
         node = started.enter_context(
             live_freeswitch(binary, None, workdir / "fs", conf, rtp_ports=RTP_PORTS)
         )
-        controller = None
-        if with_controller:
-            log = workdir / "controller.log"
-            controller = started.enter_context(
-                controller_process(node.esl_port, node.esl_password, log)
-            )
-            wait_ready(controller)
         setup = EdgeSetup(
             nodes=[f"sip:{node.sip}"],
             tls_dir=write_certificates(workdir / "tls"),
             shm_mb=EDGE_SHM_MB,
         )
         (workdir / "edge").mkdir()
-        edge = started.enter_context(Edge(workdir / "edge", setup))
+        edge = Edge(workdir / "edge", setup)  # its ports are known before it starts
+        controller = None
+        if with_controller:
+            log = workdir / "controller.log"
+            settings = report_settings(node, edge)
+            controller = started.enter_context(
+                controller_process(node.esl_port, node.esl_password, log, settings=settings)
+            )
+            wait_ready(controller)
+        started.enter_context(edge)
         yield Meters(edge, node, controller)
+
+
+async def info_answers(controller: Controller) -> dict[str, int]:
+    """RingCX's answers to the INFOs so far, by status, as the controller recorded them."""
+    samples = await controller.samples("ivagate_info_answers_total")
+    return {labels["status"]: int(value) for labels, value in samples}
 
 
 def run_flow(binary: str, workdir: Path, flow: Flow, *, with_controller: bool) -> None:
@@ -282,6 +314,9 @@ def run_flow(binary: str, workdir: Path, flow: Flow, *, with_controller: bool) -
                 break
         meters.settle()
         asyncio.run(emulator_run(meters.edge, flow))
+        if meters.controller is not None:
+            meters.settle()  # the last calls' reports
+            flow.info_answers = asyncio.run(info_answers(meters.controller))
 
 
 def ms(values: list[float], q: int) -> str:
@@ -322,6 +357,10 @@ def report(flows: list[Flow]) -> bool:
             f" {flow.emulator_early} early INFOs, INVITE->200 p50"
             f" {ms(flow.emulator_answer_ms, 50)} ms, p99 {ms(flow.emulator_answer_ms, 99)} ms"
         )
+    for flow in flows:
+        if flow.info_answers:
+            answers = ", ".join(f"{k} {n}" for k, n in sorted(flow.info_answers.items()))
+            print(f"INFO answers the controller recorded, by status, {flow.name}: {answers}")
     a, b = (flow.best.rate if flow.best else 0.0 for flow in flows)
     ratio = a / b if b else 0.0
     controller = flows[0]

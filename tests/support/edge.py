@@ -40,6 +40,7 @@ __all__ = [
     "NODE_HOSTS",
     "OUTSIDER",
     "PROBE",
+    "REPORT_TOKEN",
     "SCENARIOS",
     "ConnectionSpy",
     "Edge",
