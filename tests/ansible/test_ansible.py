@@ -178,7 +178,7 @@ def test_controller_runs_on_inventory_settings(applied: Applied, site: Site) -> 
     assert f'"token" = "{API_TOKEN}"' in settings
     # the edges' INFO reports: on the node's address, from the inventory's edges
     address = site.target.address
-    edge = f'[edge]\n"edges" = ["{address}"]\n"listen" = "{address}:8449"\n'
+    edge = f'["edge"]\n"edges" = ["{address}"]\n"listen" = "{address}:8449"\n'
     assert edge + f'"token" = "{REPORT_TOKEN}"\n' in settings
     mode = site.exec("stat", "-c", "%a %U:%G", "/etc/ivagate/controller.toml").strip()
     assert mode == "640 root:ivagate"
