@@ -17,8 +17,9 @@ figure is the last rate with none. FreeSWITCH sheds calls beyond its sessions-pe
 setting (IVAGATE_FS_SESSIONS_PER_SECOND, shipped as 150) with a 503, which fails them here.
 At that rate: CPU per call of the edge, FreeSWITCH and the controller, and INVITE->200 p50/p99.
 The emulator then places EMULATOR_CALLS at EMULATOR_RATE over TLS. For (a), RingCX's answers
-to the INFOs of the whole run, by status, as the controller recorded them from the edge's
-reports (``ivagate_info_answers_total``: a SIP status, timeout, no_ack, no_report).
+to the INFOs of each SIPp rate and of the emulator's calls, by status, as the controller
+recorded them from the edge's reports (``ivagate_info_answers_total``: a SIP status, timeout,
+no_ack, no_report).
 
 Both callers count the INFOs that reached them before their 200 OK; each fails its call (RingCX
 knows no dialog yet) and is counted apart from the capacity failures above, so that the rates
@@ -75,6 +76,7 @@ TARGET_RATIO = 0.95
 SETTLE_SECONDS = 40.0
 IDLE = 0.05  # CPU seconds per second of all processes under test
 RTP_PORTS = 8000  # 4000 calls at once: calls SIPp gave up on stay 32 s (see settle)
+REPORT_TIMEOUT = 10.0  # the controller's edge.report_timeout (its default)
 EDGE_SHM_MB = 256  # transactions of a few seconds at 200 calls/s, with room
 # SIPp's error file line for an unexpected message; before the 200 the scenario is at index <= 4
 _UNEXPECTED_INFO = re.compile(r"while expecting '[^']*' \(index (\d+)\), received 'INFO ")
@@ -93,6 +95,7 @@ class Step:
     reasons: dict[str, int]  # SIPp's failure counters (FailedCallRejected...) that are not 0
     answer_ms: list[float]  # INVITE -> 200, per call
     cpu: dict[str, float]  # process -> CPU seconds per call
+    info_answers: dict[str, int]  # (a): RingCX's answer to this step's INFOs -> how many
 
 
 @dataclass
@@ -100,11 +103,12 @@ class Flow:
     """What one flow, (a) or (b), achieved."""
 
     name: str
+    with_controller: bool  # (a); (b) is FreeSWITCH's dialplan alone
     steps: list[Step] = field(default_factory=list)
     emulator_failed: int = 0
     emulator_early: int = 0
     emulator_answer_ms: list[float] = field(default_factory=list)
-    info_answers: dict[str, int] = field(default_factory=dict)  # (a): status -> INFOs
+    emulator_info_answers: dict[str, int] = field(default_factory=dict)  # as Step's
 
     @property
     def best(self) -> Step | None:
@@ -131,6 +135,21 @@ class Meters:
         self.processes = {"FreeSWITCH": psutil.Process(freeswitch.pid)}
         if controller is not None:
             self.processes["controller"] = controller.stats
+
+    def info_answers(self) -> Counter[str]:
+        """RingCX's answers to the INFOs so far, by status, as the controller recorded them
+        (none without a controller)."""
+        if self.controller is None:
+            return Counter()
+        samples = asyncio.run(self.controller.samples("ivagate_info_answers_total"))
+        return Counter({labels["status"]: int(value) for labels, value in samples})
+
+    def reports_in(self) -> None:
+        """Until the last INFO's report came or timed out: the processes idle, then the
+        controller's report timeout (an idle controller may still wait for a report)."""
+        self.settle()
+        if self.controller is not None:
+            time.sleep(REPORT_TIMEOUT)
 
     def read(self) -> dict[str, float]:
         return {"edge": self.edge.cpu_seconds()} | {
@@ -192,6 +211,7 @@ def sipp_step(meters: Meters, workdir: Path, rate: float) -> Step:
     workdir.mkdir()
     calls = round(rate * STEP_SECONDS)
     meters.settle()
+    answers = meters.info_answers()
     before = meters.read()
     caller = start_caller(
         meters.edge,
@@ -210,6 +230,8 @@ def sipp_step(meters: Meters, workdir: Path, rate: float) -> Step:
     )
     caller.wait(STEP_SECONDS + GRACE + 30)
     after = meters.read()
+    meters.reports_in()
+    answers = meters.info_answers() - answers
     early = early_infos(workdir)
     totals = sipp_totals(workdir)
     return Step(
@@ -222,6 +244,7 @@ def sipp_step(meters: Meters, workdir: Path, rate: float) -> Step:
         | unexpected(workdir),
         answer_ms=answer_times(workdir),
         cpu={name: (after[name] - before[name]) / calls for name in after},
+        info_answers=dict(answers),
     )
 
 
@@ -297,32 +320,30 @@ def stack(binary: str, workdir: Path, *, with_controller: bool) -> Iterator[Mete
         yield Meters(edge, node, controller)
 
 
-async def info_answers(controller: Controller) -> dict[str, int]:
-    """RingCX's answers to the INFOs so far, by status, as the controller recorded them."""
-    samples = await controller.samples("ivagate_info_answers_total")
-    return {labels["status"]: int(value) for labels, value in samples}
-
-
-def run_flow(binary: str, workdir: Path, flow: Flow, *, with_controller: bool) -> None:
+def run_flow(binary: str, workdir: Path, flow: Flow) -> None:
     workdir.mkdir()
     (workdir / "fs").mkdir()
-    with stack(binary, workdir, with_controller=with_controller) as meters:
+    with stack(binary, workdir, with_controller=flow.with_controller) as meters:
         for rate in RATES:
             step = sipp_step(meters, workdir / f"sipp-{rate:g}", rate)
             flow.steps.append(step)
             if step.failed:
                 break
         meters.settle()
+        answers = meters.info_answers()
         asyncio.run(emulator_run(meters.edge, flow))
-        if meters.controller is not None:
-            meters.settle()  # the last calls' reports
-            flow.info_answers = asyncio.run(info_answers(meters.controller))
+        meters.reports_in()
+        flow.emulator_info_answers = dict(meters.info_answers() - answers)
 
 
 def ms(values: list[float], q: int) -> str:
     if len(values) < 2:
         return "-"
     return f"{statistics.quantiles(values, n=100, method='inclusive')[q - 1]:.1f}"
+
+
+def by_status(answers: dict[str, int]) -> str:
+    return ", ".join(f"{status} {n}" for status, n in sorted(answers.items())) or "none"
 
 
 def report(flows: list[Flow]) -> bool:
@@ -358,9 +379,11 @@ def report(flows: list[Flow]) -> bool:
             f" {ms(flow.emulator_answer_ms, 50)} ms, p99 {ms(flow.emulator_answer_ms, 99)} ms"
         )
     for flow in flows:
-        if flow.info_answers:
-            answers = ", ".join(f"{k} {n}" for k, n in sorted(flow.info_answers.items()))
-            print(f"INFO answers the controller recorded, by status, {flow.name}: {answers}")
+        if flow.with_controller:
+            print(f"RingCX's answers to the INFOs, by status, as {flow.name} recorded them:")
+            for step in flow.steps:
+                print(f"  SIPp {step.rate:g}/s: {by_status(step.info_answers)}")
+            print(f"  emulator: {by_status(flow.emulator_info_answers)}")
     a, b = (flow.best.rate if flow.best else 0.0 for flow in flows)
     ratio = a / b if b else 0.0
     controller = flows[0]
@@ -387,10 +410,10 @@ def main() -> int:
         return 0
     started = time.monotonic()
     print(__doc__.strip().splitlines()[0])
-    flows = [Flow("(a) controller + bot"), Flow("(b) FreeSWITCH dialplan")]
+    flows = [Flow("(a) controller + bot", True), Flow("(b) FreeSWITCH dialplan", False)]
     with tempfile.TemporaryDirectory(prefix="ivagate-bench-stack-") as tmp:
-        for flow, with_controller in zip(flows, (True, False), strict=True):
-            run_flow(binary, Path(tmp) / flow.name[1], flow, with_controller=with_controller)
+        for flow in flows:
+            run_flow(binary, Path(tmp) / flow.name[1], flow)
     ok = report(flows)
     print(
         f"benchmark time {time.monotonic() - started:.0f} s; load average"
