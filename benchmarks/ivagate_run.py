@@ -77,9 +77,10 @@ def controller_process(
     *,
     bot: type[Bot],
     options: Mapping[str, Any] | None = None,
+    settings: Mapping[str, str] | None = None,
 ) -> Iterator[Controller]:
     """``ivagate run`` with ``bot`` (given ``options``) for every call, on ``core`` when
-    given; its log to ``log``."""
+    given, with more ``IVAGATE_*`` ``settings``; its log to ``log``."""
     port = free_port("127.0.0.1")
     env = {
         **os.environ,
@@ -92,6 +93,7 @@ def controller_process(
         "IVAGATE_ROUTING__DEFAULT_BOT": bot.name,
         "IVAGATE_CALL__BOTS": json.dumps({bot.name: f"{bot.__module__}:{bot.__qualname__}"}),
         "IVAGATE_CALL__FINAL_BYE_TIMEOUT": "120",
+        **(settings or {}),
     }
     if options is not None:
         env["IVAGATE_CALL__BOT_OPTIONS"] = json.dumps({bot.name: dict(options)})

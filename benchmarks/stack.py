@@ -4,8 +4,10 @@ controller (a) and by FreeSWITCH's own dialplan (b), in one run.
 Every process is real and on loopback: the shipped Kamailio edge (``tests/support/edge.py``),
 FreeSWITCH 1.10 on this project's tree started by its ``entrypoint.sh``, and for (a) the
 controller (``ivagate run``) with ``BenchBot`` (``controller_bot.py``): answer, one update, the
-final intent. For (b) FreeSWITCH runs on a copy of ``freeswitch/`` whose dialplan is
-``stack/dialplan.xml``, which does the same with no controller. RingCX is SIPp over UDP
+final intent; the controller takes the edge's INFO reports, as shipped, and so sends a call's
+next INFO once RingCX answered the last. For (b) FreeSWITCH runs on a copy of
+``freeswitch/`` whose dialplan is ``stack/dialplan.xml``, which does the same with no
+controller. RingCX is SIPp over UDP
 (``stack/caller.xml``: it answers both INFOs with 200 and sends the BYE after the final intent)
 and the kit's emulator over TLS (a new connection and handshake per call, SRTP offered).
 
@@ -14,7 +16,10 @@ failed call (a call not over GRACE seconds after the last one started counts as 
 figure is the last rate with none. FreeSWITCH sheds calls beyond its sessions-per-second
 setting (IVAGATE_FS_SESSIONS_PER_SECOND, shipped as 150) with a 503, which fails them here.
 At that rate: CPU per call of the edge, FreeSWITCH and the controller, and INVITE->200 p50/p99.
-The emulator then places EMULATOR_CALLS at EMULATOR_RATE over TLS.
+The emulator then places EMULATOR_CALLS at EMULATOR_RATE over TLS. For (a), RingCX's answers
+to the INFOs of each SIPp rate and of the emulator's calls, by status, as the controller
+recorded them from the edge's reports (``ivagate_info_answers_total``: a SIP status, timeout,
+no_ack, no_report).
 
 Both callers count the INFOs that reached them before their 200 OK; each fails its call (RingCX
 knows no dialog yet) and is counted apart from the capacity failures above, so that the rates
@@ -27,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import csv
+import json
 import os
 import re
 import shutil
@@ -39,7 +45,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import psutil
-from tests.support.edge import CALLER, Edge, EdgeSetup, start_caller, write_certificates
+from tests.support.edge import (
+    CALLER,
+    EDGE_HOST,
+    REPORT_TOKEN,
+    Edge,
+    EdgeSetup,
+    start_caller,
+    write_certificates,
+)
 from tests.support.freeswitch import CONF_DIR, find_binary
 from tests.support.fs_node import LiveNode, live_freeswitch
 
@@ -62,6 +76,7 @@ TARGET_RATIO = 0.95
 SETTLE_SECONDS = 40.0
 IDLE = 0.05  # CPU seconds per second of all processes under test
 RTP_PORTS = 8000  # 4000 calls at once: calls SIPp gave up on stay 32 s (see settle)
+REPORT_TIMEOUT = 10.0  # the controller's edge.report_timeout (its default)
 EDGE_SHM_MB = 256  # transactions of a few seconds at 200 calls/s, with room
 # SIPp's error file line for an unexpected message; before the 200 the scenario is at index <= 4
 _UNEXPECTED_INFO = re.compile(r"while expecting '[^']*' \(index (\d+)\), received 'INFO ")
@@ -80,6 +95,7 @@ class Step:
     reasons: dict[str, int]  # SIPp's failure counters (FailedCallRejected...) that are not 0
     answer_ms: list[float]  # INVITE -> 200, per call
     cpu: dict[str, float]  # process -> CPU seconds per call
+    info_answers: dict[str, int]  # (a): RingCX's answer to this step's INFOs -> how many
 
 
 @dataclass
@@ -87,10 +103,12 @@ class Flow:
     """What one flow, (a) or (b), achieved."""
 
     name: str
+    with_controller: bool  # (a); (b) is FreeSWITCH's dialplan alone
     steps: list[Step] = field(default_factory=list)
     emulator_failed: int = 0
     emulator_early: int = 0
     emulator_answer_ms: list[float] = field(default_factory=list)
+    emulator_info_answers: dict[str, int] = field(default_factory=dict)  # as Step's
 
     @property
     def best(self) -> Step | None:
@@ -108,9 +126,31 @@ class Meters:
     def __init__(self, edge: Edge, freeswitch: LiveNode, controller: Controller | None) -> None:
         assert freeswitch.pid is not None
         self.edge = edge
+        self.controller = controller
         self.processes = {"FreeSWITCH": psutil.Process(freeswitch.pid)}
         if controller is not None:
             self.processes["controller"] = controller.stats
+
+    def info_answers(self) -> Counter[str]:
+        """RingCX's answers to the INFOs so far, by status, as the controller recorded them
+        (none without a controller)."""
+        if self.controller is None:
+            return Counter()
+        samples = asyncio.run(self.controller.samples())
+        return Counter(
+            {
+                s.labels["status"]: int(s.value)
+                for s in samples
+                if s.name == "ivagate_info_answers_total"
+            }
+        )
+
+    def reports_in(self) -> None:
+        """Until the last INFO's report came or timed out: the processes idle, then the
+        controller's report timeout (an idle controller may still wait for a report)."""
+        self.settle()
+        if self.controller is not None:
+            time.sleep(REPORT_TIMEOUT)
 
     def read(self) -> dict[str, float]:
         return {"edge": self.edge.cpu_seconds()} | {
@@ -172,6 +212,7 @@ def sipp_step(meters: Meters, workdir: Path, rate: float) -> Step:
     workdir.mkdir()
     calls = round(rate * STEP_SECONDS)
     meters.settle()
+    answers = meters.info_answers()
     before = meters.read()
     caller = start_caller(
         meters.edge,
@@ -190,6 +231,8 @@ def sipp_step(meters: Meters, workdir: Path, rate: float) -> Step:
     )
     caller.wait(STEP_SECONDS + GRACE + 30)
     after = meters.read()
+    meters.reports_in()
+    answers = meters.info_answers() - answers
     early = early_infos(workdir)
     totals = sipp_totals(workdir)
     return Step(
@@ -202,6 +245,7 @@ def sipp_step(meters: Meters, workdir: Path, rate: float) -> Step:
         | unexpected(workdir),
         answer_ms=answer_times(workdir),
         cpu={name: (after[name] - before[name]) / calls for name in after},
+        info_answers=dict(answers),
     )
 
 
@@ -230,6 +274,15 @@ def bench_tree(workdir: Path) -> Path:
     return tree
 
 
+def report_settings(node: LiveNode, edge: Edge) -> dict[str, str]:
+    """The controller's ``edge.*``: the edge's INFO reports, on the node's address."""
+    return {
+        "IVAGATE_EDGE__LISTEN": f"{node.sip.rpartition(':')[0]}:{edge.report_port}",
+        "IVAGATE_EDGE__EDGES": json.dumps([EDGE_HOST]),
+        "IVAGATE_EDGE__TOKEN": REPORT_TOKEN,
+    }
+
+
 @contextmanager
 def stack(binary: str, workdir: Path, *, with_controller: bool) -> Iterator[Meters]:
     """FreeSWITCH, the controller (flow a) and the edge, started in that order."""
@@ -238,40 +291,51 @@ def stack(binary: str, workdir: Path, *, with_controller: bool) -> Iterator[Mete
         node = started.enter_context(
             live_freeswitch(binary, None, workdir / "fs", conf, rtp_ports=RTP_PORTS)
         )
-        controller = None
-        if with_controller:
-            log = workdir / "controller.log"
-            controller = started.enter_context(
-                controller_process(node.esl_port, node.esl_password, log, bot=BenchBot)
-            )
-            wait_ready(controller)
         setup = EdgeSetup(
             nodes=[f"sip:{node.sip}"],
             tls_dir=write_certificates(workdir / "tls"),
             shm_mb=EDGE_SHM_MB,
         )
         (workdir / "edge").mkdir()
-        edge = started.enter_context(Edge(workdir / "edge", setup))
+        edge = Edge(workdir / "edge", setup)  # its ports are known before it starts
+        controller = None
+        if with_controller:
+            log = workdir / "controller.log"
+            settings = report_settings(node, edge)
+            controller = started.enter_context(
+                controller_process(
+                    node.esl_port, node.esl_password, log, bot=BenchBot, settings=settings
+                )
+            )
+            wait_ready(controller)
+        started.enter_context(edge)
         yield Meters(edge, node, controller)
 
 
-def run_flow(binary: str, workdir: Path, flow: Flow, *, with_controller: bool) -> None:
+def run_flow(binary: str, workdir: Path, flow: Flow) -> None:
     workdir.mkdir()
     (workdir / "fs").mkdir()
-    with stack(binary, workdir, with_controller=with_controller) as meters:
+    with stack(binary, workdir, with_controller=flow.with_controller) as meters:
         for rate in RATES:
             step = sipp_step(meters, workdir / f"sipp-{rate:g}", rate)
             flow.steps.append(step)
             if step.failed:
                 break
         meters.settle()
+        answers = meters.info_answers()
         asyncio.run(emulator_run(meters.edge, flow))
+        meters.reports_in()
+        flow.emulator_info_answers = dict(meters.info_answers() - answers)
 
 
 def ms(values: list[float], q: int) -> str:
     if len(values) < 2:
         return "-"
     return f"{percentile(values, q):.1f}"
+
+
+def by_status(answers: dict[str, int]) -> str:
+    return ", ".join(f"{status} {n}" for status, n in sorted(answers.items())) or "none"
 
 
 def report(flows: list[Flow]) -> bool:
@@ -306,6 +370,12 @@ def report(flows: list[Flow]) -> bool:
             f" {flow.emulator_early} early INFOs, INVITE->200 p50"
             f" {ms(flow.emulator_answer_ms, 50)} ms, p99 {ms(flow.emulator_answer_ms, 99)} ms"
         )
+    for flow in flows:
+        if flow.with_controller:
+            print(f"RingCX's answers to the INFOs, by status, as {flow.name} recorded them:")
+            for step in flow.steps:
+                print(f"  SIPp {step.rate:g}/s: {by_status(step.info_answers)}")
+            print(f"  emulator: {by_status(flow.emulator_info_answers)}")
     a, b = (flow.best.rate if flow.best else 0.0 for flow in flows)
     ratio = a / b if b else 0.0
     controller = flows[0]
@@ -332,10 +402,10 @@ def main() -> int:
         return 0
     started = time.monotonic()
     print(__doc__.strip().splitlines()[0])
-    flows = [Flow("(a) controller + bot"), Flow("(b) FreeSWITCH dialplan")]
+    flows = [Flow("(a) controller + bot", True), Flow("(b) FreeSWITCH dialplan", False)]
     with tempfile.TemporaryDirectory(prefix="ivagate-bench-stack-") as tmp:
-        for flow, with_controller in zip(flows, (True, False), strict=True):
-            run_flow(binary, Path(tmp) / flow.name[1], flow, with_controller=with_controller)
+        for flow in flows:
+            run_flow(binary, Path(tmp) / flow.name[1], flow)
     ok = report(flows)
     print(
         f"benchmark time {time.monotonic() - started:.0f} s; load average"

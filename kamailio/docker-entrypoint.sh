@@ -35,7 +35,9 @@
 #   IVAGATE_EDGE_CONF_DIR     the config tree (/etc/ivagate/kamailio)
 #
 # The allowlist, the dispatcher list and the TLS profiles are written by the tree's
-# render-site (the one renderer the Ansible role and the tests use too) into $state.
+# render-site (the one renderer the Ansible role and the tests use too) into $state, and the
+# site values into $state/kamailio-local.cfg (mode 0600: it holds the report token, which a
+# -A option would show to every user in `ps`).
 set -euo pipefail
 
 conf=${IVAGATE_EDGE_CONF_DIR:-/etc/ivagate/kamailio}
@@ -94,13 +96,29 @@ ensure_certificate() {
 	if [ ! -r "$crt" ] || [ ! -r "$key" ]; then fail "TLS needs both $crt and $key"; fi
 }
 
+# The site values as kamailio-local.cfg: kamailio.cfg imports that name from the working
+# directory before its own directory, so this file, in $state, is the one read; it imports
+# an operator's kamailio-local.cfg from the tree first. Root reads it before Kamailio drops
+# to its user.
+write_defines() {
+	local define
+	{
+		echo "# written by ivagate-edge from IVAGATE_EDGE_* at each start"
+		echo "import_file \"$conf/kamailio-local.cfg\""
+		for define in "$@"; do
+			echo "#!define ${define/=/ }"
+		done
+	} >"$state/kamailio-local.cfg.new"
+	mv "$state/kamailio-local.cfg.new" "$state/kamailio-local.cfg"
+}
+
 run() {
-	local listen define
+	local listen define token=${IVAGATE_EDGE_REPORT_TOKEN:-}
 	listen=${IVAGATE_EDGE_LISTEN:-$(hostname -i | cut -d' ' -f1)}
-	local defines=(-A "LISTEN_ADDR=$listen" -A "SIP_PORT=${IVAGATE_EDGE_SIP_PORT:-5060}"
-		-A "TLS_PORT=${IVAGATE_EDGE_TLS_PORT:-5061}" -A "HTTP_PORT=$http_port"
-		-A "ALLOWLIST_FILE=\"$state/allowlist.address\""
-		-A "DISPATCHER_LIST=\"$state/dispatcher.list\"")
+	local defines=("LISTEN_ADDR=$listen" "SIP_PORT=${IVAGATE_EDGE_SIP_PORT:-5060}"
+		"TLS_PORT=${IVAGATE_EDGE_TLS_PORT:-5061}" "HTTP_PORT=$http_port"
+		"ALLOWLIST_FILE=\"$state/allowlist.address\""
+		"DISPATCHER_LIST=\"$state/dispatcher.list\"")
 	mkdir -p "$state"
 	write_lists
 	if [ "${IVAGATE_EDGE_TLS:-true}" != false ]; then
@@ -111,22 +129,29 @@ run() {
 			verify=(--client-verify)
 		fi
 		render tls.cfg tls "${verify[@]}"
-		defines+=(-A WITH_TLS -A "TLS_CONFIG=\"$state/tls.cfg\"")
+		defines+=(WITH_TLS "TLS_CONFIG=\"$state/tls.cfg\"")
 	fi
-	[ -z "${IVAGATE_EDGE_ADVERTISE:-}" ] || defines+=(-A "ADVERTISE_ADDR=$IVAGATE_EDGE_ADVERTISE")
-	[ -z "${IVAGATE_EDGE_MEDIA_ADDR:-}" ] || defines+=(-A "MEDIA_ADDR=$IVAGATE_EDGE_MEDIA_ADDR")
-	[ -z "${IVAGATE_EDGE_REPORT_TOKEN:-}" ] ||
-		defines+=(-A "REPORT_TOKEN=\"$IVAGATE_EDGE_REPORT_TOKEN\"")
-	[ -z "${IVAGATE_EDGE_REPORT_PORT:-}" ] || defines+=(-A "REPORT_PORT=$IVAGATE_EDGE_REPORT_PORT")
+	[ -z "${IVAGATE_EDGE_ADVERTISE:-}" ] || defines+=("ADVERTISE_ADDR=$IVAGATE_EDGE_ADVERTISE")
+	[ -z "${IVAGATE_EDGE_MEDIA_ADDR:-}" ] || defines+=("MEDIA_ADDR=$IVAGATE_EDGE_MEDIA_ADDR")
+	if [ -n "$token" ]; then
+		# it is quoted in a #!define and starts a space-separated report line
+		[[ $token =~ ^[A-Za-z0-9._~+/=-]+$ ]] ||
+			fail "IVAGATE_EDGE_REPORT_TOKEN: only letters, digits and . _ ~ + / = -"
+		defines+=("REPORT_TOKEN=\"$token\"")
+	fi
+	[ -z "${IVAGATE_EDGE_REPORT_PORT:-}" ] || defines+=("REPORT_PORT=$IVAGATE_EDGE_REPORT_PORT")
 	for define in $(words "${IVAGATE_EDGE_DEFINES:-}"); do
-		defines+=(-A "$define")
+		defines+=("$define")
 	done
-	# Relative names in kamailio.cfg (kamailio-local.cfg) are found from here.
-	cd "$conf"
+	(
+		umask 077
+		write_defines "${defines[@]}"
+	)
+	cd "$state"
 	# -DD: foreground as the container's main process; -E: log to stderr (docker logs).
 	# -x/-X tlsf: the TLSF allocator halves the CPU per call of Debian's default (README "Tuning").
 	exec kamailio -DD -E -u kamailio -g kamailio -m "${IVAGATE_EDGE_SHM_MB:-256}" \
-		-M "${IVAGATE_EDGE_PKG_MB:-8}" -x tlsf -X tlsf -f "$conf/kamailio.cfg" "${defines[@]}"
+		-M "${IVAGATE_EDGE_PKG_MB:-8}" -x tlsf -X tlsf -f "$conf/kamailio.cfg"
 }
 
 case "${1:-run}" in

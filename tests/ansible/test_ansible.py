@@ -1,7 +1,7 @@
 """The Ansible roles: syntax, lint at the production profile, a real apply to a fresh Debian
 host, a second apply and a check-mode run that change nothing, a RingCX call through the edge
 they provisioned, an allowlist update reloaded over RPC, a play that fails on a controller
-that is not ready, and the FreeSWITCH role's config."""
+that is not ready, the INFO report token on both sides, and the FreeSWITCH role's config."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from tests.support.ansible_site import (
     ESL_PASSWORD,
     FIRST_APPLY,
     OPERATOR_KEY,
+    REPORT_TOKEN,
     STAND_IN_PORT,
     Applied,
     Site,
@@ -86,18 +87,21 @@ def test_check_mode_changes_nothing(applied: Applied, site: Site) -> None:
 @pytest.mark.docker
 def test_check_diff_never_prints_a_secret(applied: Applied, site: Site) -> None:
     """--check --diff with new secrets predicts the changed files without showing the secrets."""
-    password, token = secrets.token_hex(8), secrets.token_hex(8)
+    password, token, report = (secrets.token_hex(8) for _ in range(3))
     extra = {
         "freeswitch_esl_password": password,
         "controller_esl_password": password,
         "controller_api_token": token,
+        "kamailio_report_token": report,
+        "controller_edge_token": report,
     }
     # one play each: the freeswitch role stops at its install step (no token), after its
     # config tasks, and would take the controller role with it
-    for role in ("freeswitch", "controller"):
+    for role in ("kamailio", "freeswitch", "controller"):
         run = site.play("--check", "--diff", "--tags", role, extra=extra, name=f"diff-{role}")
         assert run.changed >= 1, run.output  # the file holding the secret would change
-        assert password not in run.output and token not in run.output, run.output
+        for secret in (password, token, report):
+            assert secret not in run.output, run.output
 
 
 @pytest.mark.docker
@@ -172,9 +176,41 @@ def test_controller_runs_on_inventory_settings(applied: Applied, site: Site) -> 
     settings = site.exec("cat", "/etc/ivagate/controller.toml")
     assert f'"password" = "{ESL_PASSWORD}"' in settings
     assert f'"token" = "{API_TOKEN}"' in settings
+    # the edges' INFO reports: on the node's address, from the inventory's edges
+    address = site.target.address
+    edge = f'["edge"]\n"edges" = ["{address}"]\n"listen" = "{address}:8449"\n'
+    assert edge + f'"token" = "{REPORT_TOKEN}"\n' in settings
     mode = site.exec("stat", "-c", "%a %U:%G", "/etc/ivagate/controller.toml").strip()
     assert mode == "640 root:ivagate"
     assert "default_bot" not in settings  # no default bot unless the site names one
+
+
+@pytest.mark.docker
+def test_edge_reads_its_report_token_from_a_private_file(applied: Applied, site: Site) -> None:
+    """The token is in kamailio-local.cfg, readable by root and Kamailio only, and on no
+    command line; the media node's firewall opens the report port to the edges alone."""
+    local = "/etc/ivagate/edge/kamailio-local.cfg"
+    assert f'#!define REPORT_TOKEN "{REPORT_TOKEN}"\n' in site.exec("cat", local)
+    assert site.exec("stat", "-c", "%a %U:%G", local).strip() == "640 root:kamailio"
+    command_lines = site.command_lines()
+    assert "/usr/sbin/kamailio" in command_lines and REPORT_TOKEN not in command_lines
+    rule = f"ip saddr {site.target.address} tcp dport 8449 accept"
+    assert rule in site.exec("nft", "list", "table", "inet", "ivagate")
+
+
+@pytest.mark.docker
+@pytest.mark.parametrize(
+    ("role", "variable"),
+    [("kamailio", "kamailio_report_token"), ("controller", "controller_edge_token")],
+)
+def test_play_refuses_a_site_without_report_token(
+    applied: Applied, site: Site, role: str, variable: str
+) -> None:
+    """Without the INFO report token the role stops at once, naming the variable."""
+    run = site.play("--tags", role, extra={variable: ""}, name=f"no-report-token-{role}")
+    assert run.returncode != 0 and run.failed == 1, run.output
+    assert f"{variable} must be set" in run.output, run.output
+    assert run.changed == 0, run.output
 
 
 @pytest.mark.docker

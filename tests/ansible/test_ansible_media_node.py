@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from tests.support.ansible_site import (
@@ -86,12 +87,24 @@ def wait_for_active_node(site: Site, uri: str) -> None:
     pytest.fail(f"the edge never marked {uri} active: {site.rpc('dispatcher.list')}")
 
 
+def ended_call(site: Site, call_id: str) -> Any:
+    """The controller's record of the call once it has ended (the caller's BYE reaches the
+    controller through FreeSWITCH a moment after the caller is done)."""
+    deadline = time.monotonic() + 30
+    while (record := site.api(f"/calls/{call_id}"))["ended"] is False:
+        if time.monotonic() > deadline:
+            pytest.fail(f"the controller never saw the call end: {record}")
+        time.sleep(0.5)
+    return record
+
+
 @pytest.mark.parametrize(("transport", "port"), [("udp", 5060), ("tls", 5061)])
 async def test_demo_bot_call_through_provisioned_stack(
     provisioned: Run, media_site: Site, transport: TransportName, port: int
 ) -> None:
     """A RingCX call (TLS with SRTP, or UDP) reaches the real FreeSWITCH through the edge; the
-    controller routes it to the demo bot, whose update and final intent reach the caller."""
+    controller routes it to the demo bot, whose update and final intent reach the caller. The
+    edge reports the caller's answer to each INFO to the controller, which records it."""
     target = media_site.target
     wait_for_active_node(media_site, f"sip:{target.address}:5080")
     plan = CallPlan(
@@ -106,6 +119,10 @@ async def test_demo_bot_call_through_provisioned_stack(
     bodies = [info.json for info in report.infos]
     assert bodies[0] == {"event": "digit", "digit": None}
     assert bodies[-1]["final"] is True and bodies[-1]["intent"] == "NoInput", bodies
+    record = ended_call(media_site, report.call_id)
+    answers = [(info["result"], info["sip_status"]) for info in record["infos"]]
+    assert answers == [("reply", 200)] * len(bodies), record
+    assert record["outcome"] == "Success", record
 
 
 def test_play_fails_when_freeswitch_does_not_start(provisioned: Run, media_site: Site) -> None:

@@ -61,7 +61,8 @@ async def test_each_info_answer_is_reported_to_the_nodes_controller(
     start_edge: Callable[..., Edge], transport: TransportName, answer: int
 ) -> None:
     """One report per INFO, in order: RingCX's status, the INFO's CSeq and Call-ID, and the
-    time the edge waited for the answer."""
+    time the edge waited for the answer. The edge read its token from kamailio-local.cfg: no
+    process shows it in ``ps``."""
     node = node_at(infos=INFOS, info_interval=0.05, bye_after=0.1)
     edge = start_edge(nodes=[node_uri(node)])
     async with node, reports_from(edge) as client:
@@ -75,6 +76,7 @@ async def test_each_info_answer_is_reported_to_the_nodes_controller(
     assert first.cseq < second.cseq
     assert 0 <= first.ended - first.sent < 1.0
     assert [response.status for response in node.responses][:2] == [answer, answer]
+    assert [line for line in edge.command_lines() if REPORT_TOKEN in line] == []
 
 
 async def test_unanswered_info_is_reported_as_timeout(start_edge: Callable[..., Edge]) -> None:

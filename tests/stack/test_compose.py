@@ -13,6 +13,7 @@ import contextlib
 import ipaddress
 import os
 import random
+import re
 import shutil
 import socket
 import subprocess
@@ -21,6 +22,7 @@ from pathlib import Path
 
 import docker
 import pytest
+from docker.models.containers import Container
 from tests.support.freeswitch import SKIP_REASON, find_image
 from tests.support.stack import REPO, SESSION, StackImages
 
@@ -156,10 +158,44 @@ def test_make_up_runs_a_built_in_bot_on_a_real_freeswitch(
         assert info in output
 
 
+def service(env: dict[str, str], name: str) -> Container:
+    """The running container of compose service ``name`` in the test's project."""
+    labels = [
+        f"com.docker.compose.project={env['COMPOSE_PROJECT_NAME']}",
+        f"com.docker.compose.service={name}",
+    ]
+    [container] = docker.from_env().containers.list(filters={"label": labels})
+    return container
+
+
+def run_in(container: Container, *command: str) -> str:
+    code, output = container.exec_run(list(command))
+    text: str = output.decode(errors="replace")
+    assert code == 0, f"{command} exited {code}: {text}"
+    return text
+
+
+def edge_reports_connected(controller: Container) -> str:
+    """The controller's ``ivagate_edge_reports_connected`` once an edge is connected (an edge
+    whose first report had a wrong token is disconnected at once), or its last value."""
+    read = (
+        "import time, urllib.request as u\n"
+        "for _ in range(50):\n"
+        "    metrics = u.urlopen('http://127.0.0.1:8088/metrics').read().decode()\n"
+        "    [value] = [l.split()[1] for l in metrics.splitlines()"
+        " if l.startswith('ivagate_edge_reports_connected ')]\n"
+        "    if value != '0.0': break\n"
+        "    time.sleep(0.2)\n"
+        "print(value)"
+    )
+    return run_in(controller, "python3", "-c", read).strip()
+
+
 @needs_compose
 def test_make_up_places_one_passing_call(stack_env: dict[str, str], tmp_path: Path) -> None:
     """``scripts/stack up`` makes the settings, starts the stack with the stand-in node; its
-    call passes every check."""
+    call passes every check. The edge's INFO reports reach the controller with the generated
+    token, which no process of the edge shows on its command line."""
     up = stack_up(stack_env)
 
     output = up.stdout + up.stderr
@@ -169,6 +205,13 @@ def test_make_up_places_one_passing_call(stack_env: dict[str, str], tmp_path: Pa
     settings = Path(stack_env["IVAGATE_ENV_FILE"]).read_text()
     assert "IVAGATE_ESL__PASSWORD=\n" not in settings, "a password was generated"
     assert (tmp_path / "tls" / "tls.crt").exists(), "the edge made its self-signed certificate"
+    [token] = re.findall(r"(?m)^IVAGATE_EDGE__TOKEN=(\S+)$", settings)
+    edge = service(stack_env, "edge")
+    command_lines = run_in(edge, "sh", "-c", "cat /proc/[0-9]*/cmdline | tr '\\0' ' '")
+    assert "kamailio -DD" in command_lines and token not in command_lines
+    local = "/run/ivagate-edge/kamailio-local.cfg"
+    assert run_in(edge, "stat", "-c", "%a %U", local).split() == ["600", "root"]
+    assert float(edge_reports_connected(service(stack_env, "controller"))) >= 1
 
 
 def test_make_up_without_freeswitch_says_what_to_provide(tmp_path: Path) -> None:

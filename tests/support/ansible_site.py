@@ -39,6 +39,7 @@ __all__ = [
     "LABELS",
     "OPERATOR_KEY",
     "REPO",
+    "REPORT_TOKEN",
     "SESSION",
     "STAND_IN_PORT",
     "TARGET_IMAGE",
@@ -68,6 +69,7 @@ LABELS = {"ivagate": "ansible"}
 SESSION = uuid.uuid4().hex[:8]
 ESL_PASSWORD = "test-esl-secret"
 API_TOKEN = "test-api-token"
+REPORT_TOKEN = "test-report-token"  # the edges' INFO reports to the controllers
 OPERATOR_KEY = (
     "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIC4J8/+59I8X1x6zlv1tMCsvNjpzxtJwSOTYIGhFXesf op@test"
 )
@@ -148,6 +150,20 @@ class Site:
         reply = json.loads(self.exec("python3", "-c", code, body))
         assert "error" not in reply, reply
         return reply.get("result")
+
+    def api(self, path: str) -> Any:
+        """GETs ``path`` from the controller's HTTP API inside the target (loopback only)."""
+        code = (
+            "import urllib.request as u, sys; "
+            "print(u.urlopen(u.Request('http://127.0.0.1:8088' + sys.argv[1], "
+            "headers={'Authorization': 'Bearer ' + sys.argv[2]})).read().decode())"
+        )
+        return json.loads(self.exec("python3", "-c", code, path, API_TOKEN))
+
+    def command_lines(self) -> str:
+        """The command line of every process on the target, one a line, as ``ps`` shows them."""
+        each = "for p in /proc/[0-9]*/cmdline; do tr '\\0' ' ' <$p; echo; done"
+        return self.exec("sh", "-c", each)
 
     def install_kit(self, wheels: Path) -> str:
         """Installs the conformance kit from ``wheels`` (``kit_wheels``) in a virtualenv of its
@@ -274,6 +290,8 @@ def make_site(target: Target, work: Path, site_vars: Mapping[str, Any]) -> Site:
         "freeswitch_esl_password": ESL_PASSWORD,
         "controller_esl_password": ESL_PASSWORD,
         "controller_api_token": API_TOKEN,
+        "kamailio_report_token": REPORT_TOKEN,
+        "controller_edge_token": REPORT_TOKEN,
     }
     host = target.container.name
     inventory = {

@@ -1,7 +1,8 @@
 """Run the repo's Kamailio edge and SIPp on loopback, for the edge tests and benchmark.
 
 ``Edge`` starts ``kamailio/kamailio.cfg`` exactly as shipped, with site values given as
-``-A`` defines (free ports, throwaway TLS certificates) and its allowlist, dispatcher list
+``-A`` defines (free ports, throwaway TLS certificates; the INFO report token, a secret, in
+``kamailio-local.cfg`` instead, as the image gives it) and its allowlist, dispatcher list
 and TLS profiles written by ``kamailio/render-site``, as every other runner writes them.
 ``run_sipp``/``start_sipp`` drive the SIPp scenarios in ``tests/kamailio/scenarios``.
 Nothing here fakes SIP: both are the real Debian binaries.
@@ -39,6 +40,7 @@ __all__ = [
     "NODE_HOSTS",
     "OUTSIDER",
     "PROBE",
+    "REPORT_TOKEN",
     "SCENARIOS",
     "ConnectionSpy",
     "Edge",
@@ -155,7 +157,6 @@ class Edge:
             "TLS_PORT": str(self.tls_port),
             "HTTP_PORT": str(self.http_port),
             "REPORT_PORT": str(self.report_port),
-            "REPORT_TOKEN": f'"{REPORT_TOKEN}"',
             "ALLOWLIST_FILE": f'"{self.allowlist}"',
             "DISPATCHER_LIST": f'"{self.dispatcher}"',
             "CHILDREN": "2",
@@ -186,6 +187,11 @@ class Edge:
         self.dispatcher.write_text(render_site("dispatcher", *self.setup.nodes))
         if self.setup.tls:
             self._write_tls_config()
+        # The token goes where the image's entrypoint puts it, not on the command line:
+        # kamailio.cfg imports kamailio-local.cfg from the working directory first.
+        local = self.workdir / "kamailio-local.cfg"
+        local.write_text(f'#!define REPORT_TOKEN "{REPORT_TOKEN}"\n')
+        local.chmod(0o600)
         runtime = self.workdir / "run"
         runtime.mkdir(exist_ok=True)
         cmd = [KAMAILIO, "-f", str(EDGE_CFG), "-DD", "-E", "-Y", str(runtime)]
@@ -251,16 +257,27 @@ class Edge:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
-    def cpu_seconds(self) -> float:
-        """CPU time (user + system) used so far by every Kamailio process of this edge."""
+    def _processes(self) -> list[psutil.Process]:
         assert self._proc is not None
         main = psutil.Process(self._proc.pid)
+        return [main, *main.children(recursive=True)]
+
+    def cpu_seconds(self) -> float:
+        """CPU time (user + system) used so far by every Kamailio process of this edge."""
         total = 0.0
-        for proc in [main, *main.children(recursive=True)]:
+        for proc in self._processes():
             with contextlib.suppress(psutil.NoSuchProcess):
                 times = proc.cpu_times()
                 total += times.user + times.system
         return total
+
+    def command_lines(self) -> list[str]:
+        """The command line of every Kamailio process of this edge, as ``ps`` shows it."""
+        lines = []
+        for proc in self._processes():
+            with contextlib.suppress(psutil.NoSuchProcess):
+                lines.append(" ".join(proc.cmdline()))
+        return lines
 
     def alive(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
