@@ -80,7 +80,7 @@ def _emulate_parser() -> argparse.ArgumentParser:
         "--dtmf-mode",
         choices=["rfc2833", "info"],
         default="rfc2833",
-        help="RTP telephone-events (plain RTP calls only) or SIP INFO application/dtmf-relay",
+        help="RTP telephone-events in the audio stream, or SIP INFO application/dtmf-relay",
     )
     p.add_argument("--dtmf-delay", type=float, default=1.0, help="seconds after 200 OK")
     p.add_argument(
@@ -91,6 +91,26 @@ def _emulate_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--ack-delay", type=float, default=0.0, help="seconds between the 2xx and our ACK"
+    )
+    p.add_argument(
+        "--play",
+        default="silence",
+        help="what the caller says once answered: silence (default), tone:HZ[:DBFS], or a WAV "
+        "file (mono 16-bit, 8 or 16 kHz)",
+    )
+    p.add_argument("--record", metavar="PATH", help="write what the caller heard as a WAV")
+    p.add_argument(
+        "--tone-power",
+        type=int,
+        action="append",
+        metavar="HZ",
+        help="report the power of this tone in what was heard (repeat; default: 440)",
+    )
+    p.add_argument(
+        "--no-media",
+        dest="media",
+        action="store_false",
+        help="signalling only: no RTP socket, the offer's port is advertised only",
     )
     p.add_argument("--calls", type=int, default=1)
     p.add_argument("--rate", type=float, default=1.0, help="calls started per second")
@@ -143,6 +163,10 @@ def main(argv: list[str] | None = None) -> int:
             dtmf_delay=args.dtmf_delay,
             info_answer=args.info_answer,
             ack_delay=args.ack_delay,
+            media=args.media,
+            play=args.play,
+            record=args.record,
+            **({"tones": args.tone_power} if args.tone_power else {}),  # else the plan's default
         )
         if args.calls == 1:
             reports = [asyncio.run(run_call(plan))]

@@ -1,20 +1,14 @@
 """DTMF the ways a caller sends it: SIP INFO (``application/dtmf-relay``) or RFC 4733
-telephone-events in RTP (RFC 2833's successor, same packets).
-
-RTP goes out unencrypted: sending events on an SRTP call would need an SRTP library, so
-``CallPlan`` refuses RFC 2833 DTMF on a call that offers SRTP.
+telephone-events in RTP (RFC 2833's successor, same packets), which the call's RTP session
+(``rtp.RtpSession.press``) sends in its audio stream.
 """
 
 from __future__ import annotations
 
-import asyncio
-import secrets
 import struct
 from typing import Literal
 
-from ivagate_kit.transport import Address
-
-__all__ = ["DIGITS", "DtmfMode", "RtpSender", "event_packets", "info_body"]
+__all__ = ["DIGITS", "DtmfMode", "event_packets", "info_body"]
 
 DtmfMode = Literal["info", "rfc2833"]
 DIGITS = "0123456789*#ABCD"  # RFC 4733 event codes 0-15, in order
@@ -53,43 +47,3 @@ def event_packets(
         )
         packets.append(header + struct.pack("!BBH", event, (0x80 if end else 0) | VOLUME, duration))
     return packets
-
-
-class RtpSender(asyncio.DatagramProtocol):
-    """One UDP socket for the call's media: its port goes into the offer; ``press`` sends
-    key presses to the address the answer gave. What arrives is ignored."""
-
-    def __init__(self) -> None:
-        self.transport: asyncio.DatagramTransport | None = None
-        self.seq = secrets.randbelow(1 << 16)
-        self.timestamp = secrets.randbelow(1 << 32)
-        self.ssrc = secrets.randbelow(1 << 32)
-
-    @classmethod
-    async def bind(cls, host: str) -> RtpSender:
-        loop = asyncio.get_running_loop()
-        transport, sender = await loop.create_datagram_endpoint(cls, local_addr=(host, 0))
-        sender.transport = transport
-        return sender
-
-    @property
-    def port(self) -> int:
-        assert self.transport is not None
-        port: int = self.transport.get_extra_info("sockname")[1]
-        return port
-
-    async def press(self, digits: str, to: Address, payload_type: int) -> None:
-        """Send ``digits`` as telephone-events, paced as a phone sends them."""
-        assert self.transport is not None
-        for digit in digits:
-            packets = event_packets(digit, payload_type, self.seq, self.timestamp, self.ssrc)
-            for packet in packets:
-                self.transport.sendto(packet, to)
-                await asyncio.sleep(PACKET_MS / 1000)
-            self.seq += len(packets)
-            self.timestamp += RATE * (PRESS_MS + GAP_MS) // 1000
-            await asyncio.sleep(GAP_MS / 1000)
-
-    def close(self) -> None:
-        if self.transport is not None:
-            self.transport.close()

@@ -20,7 +20,8 @@ from typing import Any, Literal
 
 from ivagate_kit.agent import T1, T2, Agent, Trace
 from ivagate_kit.dialog import Dialog
-from ivagate_kit.sdp import build_answer
+from ivagate_kit.rtp import RtpSession
+from ivagate_kit.sdp import Sdp, build_answer
 from ivagate_kit.sipmsg import NameAddr, SipMessage, new_tag
 from ivagate_kit.tls import client_context, server_context
 from ivagate_kit.transport import (
@@ -35,7 +36,6 @@ from ivagate_kit.transport import (
 
 __all__ = ["MediaNode", "NodeScript"]
 
-MEDIA_PORT = 4002  # advertised only: the stand-in carries no RTP
 REQUEST_TIMEOUT = 32 * T1  # Timer F: how long an INFO/BYE waits for its response
 
 
@@ -75,6 +75,8 @@ class _NodeCall:
     acked: asyncio.Event = field(default_factory=asyncio.Event)
     ended: asyncio.Event = field(default_factory=asyncio.Event)
     answered: bool = False
+    answer: str = ""  # the SDP answer, given again to a re-INVITE
+    rtp: RtpSession | None = None  # echoes the caller's RTP
 
 
 class MediaNode:
@@ -129,6 +131,8 @@ class MediaNode:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         for link in self._outbound.values():
             close_link(link)
+        for call in self.calls.values():
+            self._end(call)
         if self._listener is not None:
             await self._listener.close()
 
@@ -184,22 +188,23 @@ class MediaNode:
         elif call is None or call.dialog is None or msg.to.tag != call.tag:
             self.agent.reply(msg, msg.response(481), link)
         elif msg.method == "BYE":
-            call.ended.set()
+            self._end(call)
             self.agent.reply(msg, msg.response(200), link)
         elif msg.method in ("INVITE", "UPDATE"):
-            self._on_refresh(msg, link, call.dialog)
+            self._on_refresh(msg, link, call)
         else:
             self.agent.reply(msg, msg.response(200), link)
 
-    def _on_refresh(self, msg: SipMessage, link: Link, dialog: Dialog) -> None:
+    def _on_refresh(self, msg: SipMessage, link: Link, call: _NodeCall) -> None:
         """A re-INVITE or UPDATE: its Contact is the new remote target (RFC 3261 12.2.2), as
-        FreeSWITCH takes it; 200 with our Contact and, for an offer, the answer."""
+        FreeSWITCH takes it; 200 with our Contact and, for an offer, the answer again (the
+        caller re-offers its session unchanged)."""
+        dialog = call.dialog
+        assert dialog is not None
         contact = msg.headers.get("Contact")
         if contact:
             dialog.remote_target = NameAddr.parse(contact).uri
-        body = ""
-        if msg.body:
-            body = build_answer(msg.body, dialog.sent_by.rpartition(":")[0], MEDIA_PORT)
+        body = call.answer if msg.body else ""
         ok = msg.response(200, body=body)
         ok.headers.add("Contact", dialog.contact)
         if body:
@@ -212,7 +217,7 @@ class MediaNode:
             return
         self.agent.reply(msg, msg.response(200), link)
         call.answered = True
-        call.ended.set()
+        self._end(call)
         self.agent.reply(call.invite, call.invite.response(487, to_tag=call.tag), call.link)
 
     def _on_stray(self, msg: SipMessage, link: Link) -> None:
@@ -238,7 +243,7 @@ class MediaNode:
         call.answered = True
         if script.answer >= 300:
             self.agent.reply(invite, invite.response(script.answer, to_tag=call.tag), call.link)
-            call.ended.set()
+            self._end(call)
             return
         sent_by = self._own_address(call.link)
         contact = f"<sip:node@{sent_by};transport={self.transport}>"
@@ -250,8 +255,12 @@ class MediaNode:
             sent_by=sent_by,
             cseq=secrets.randbelow(2**30),
         )
-        host = sent_by.rpartition(":")[0]
-        ok = invite.response(200, to_tag=call.tag, body=build_answer(invite.body, host, MEDIA_PORT))
+        call.rtp = await RtpSession.bind(self.host, echo=True)
+        call.answer = build_answer(invite.body, sent_by.rpartition(":")[0], call.rtp.port)
+        offer, answer = Sdp.parse(invite.body), Sdp.parse(call.answer)
+        if offer.host and offer.port > 0 and (offer.srtp_key is None) == (answer.srtp_key is None):
+            call.rtp.open((offer.host, offer.port), answer.srtp_key, offer.srtp_key)
+        ok = invite.response(200, to_tag=call.tag, body=call.answer)
         ok.headers.add("Contact", contact)
         ok.headers.add("Content-Type", "application/sdp")
         acked = self._send_until_acked(invite, ok, call)
@@ -284,8 +293,14 @@ class MediaNode:
         if script.bye_after is not None:
             await asyncio.sleep(script.bye_after)
             if not call.ended.is_set():
-                call.ended.set()
+                self._end(call)
                 await self._in_dialog(call, "BYE")
+
+    @staticmethod
+    def _end(call: _NodeCall) -> None:
+        call.ended.set()
+        if call.rtp is not None:
+            call.rtp.close()
 
     async def _in_dialog(
         self, call: _NodeCall, method: str, body: str = "", content_type: str | None = None

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import wave
 from dataclasses import dataclass, field
 from typing import Literal, get_args
 
+from ivagate_kit.audio import RATE, play_frames
 from ivagate_kit.dtmf import DIGITS, DtmfMode
 from ivagate_kit.transport import Address, TransportName
 
@@ -41,6 +43,11 @@ class CallPlan:
     dtmf_delay: float = 1.0  # seconds after the 200 OK before the first key
     info_answer: int | Literal["never"] = 200  # status for a well-formed INFO, or no answer
     ack_delay: float = 0.0  # seconds between the 2xx and our ACK (an INFO may come meanwhile)
+    # False: signalling only, the offer names a port no socket is bound to (load runs)
+    media: bool = True
+    play: str = "silence"  # sent once answered: "silence", "tone:HZ[:DBFS]" or a WAV path
+    record: str | None = None  # a WAV file (8 kHz mono) of what the caller heard
+    tones: list[int] = field(default_factory=lambda: [440])  # Hz whose power the report gives
 
     def __post_init__(self) -> None:
         if self.transport not in get_args(TransportName):
@@ -64,8 +71,14 @@ class CallPlan:
             raise ValueError(f"dtmf may hold only {DIGITS}, not {self.dtmf!r}")
         if self.dtmf_delay < 0:
             raise ValueError("dtmf_delay must not be negative")
-        if self.sends_rtp and self.offer_srtp:
-            raise ValueError("RFC 2833 DTMF is sent over plain RTP only: offer no SRTP")
+        if self.dtmf and self.dtmf_mode == "rfc2833" and not self.media:
+            raise ValueError("RFC 2833 DTMF goes in the RTP stream: it needs media")
+        try:
+            play_frames(self.play)
+        except (OSError, EOFError, wave.Error) as e:
+            raise ValueError(f"play: {self.play!r} is no readable WAV file: {e}") from None
+        if any(not 0 < hz < RATE // 2 for hz in self.tones):
+            raise ValueError(f"tones must be between 0 and {RATE // 2} Hz, not {self.tones!r}")
 
     @property
     def address(self) -> Address:
@@ -78,11 +91,6 @@ class CallPlan:
         if not host:
             raise ValueError(f"target has no host: {self.target!r}")
         return host, int(port) if port else (5061 if self.transport == "tls" else 5060)
-
-    @property
-    def sends_rtp(self) -> bool:
-        """Whether the call sends media (RFC 2833 DTMF); otherwise it only advertises a port."""
-        return bool(self.dtmf) and self.dtmf_mode == "rfc2833"
 
     @property
     def offer_srtp(self) -> bool:

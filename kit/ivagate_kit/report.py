@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
-from typing import Any
+from array import array
+from dataclasses import asdict, dataclass, field, fields, replace
+from typing import Any, NamedTuple
 
-__all__ = ["CallReport", "Check", "ReceivedInfo", "TimelineEntry"]
+__all__ = ["CallReport", "Check", "Frame", "MediaReport", "ReceivedInfo", "TimelineEntry"]
 
 TimelineEntry = tuple[float, str, str]  # (seconds since start, "->" or "<-", summary)
 
@@ -23,6 +24,54 @@ class ReceivedInfo:
     content_type: str
     body: str
     json: dict[str, Any] | None  # the body when it is a JSON object
+
+
+class Frame(NamedTuple):
+    """One PCMU packet as heard."""
+
+    at: float  # arrival, wall clock (time.time()): comparable with other hosts' timestamps
+    seq: int  # its RTP sequence number
+    pcm: array[int]  # 16-bit samples, 8 kHz
+
+
+@dataclass
+class MediaReport:
+    """The call's RTP: counts both ways, and what was heard (sound above ``audio.HEARD_DBFS``)."""
+
+    packets_sent: int = 0
+    first_sent_at: float | None = None  # epoch seconds: when the caller started talking
+    packets_received: int = 0
+    packets_lost: int = 0  # sequence numbers skipped, less those that came late
+    out_of_order: int = 0  # packets older than one already received
+    srtp: bool = False
+    srtp_failures: int = 0  # packets that failed SRTP authentication
+    heard_seconds: float = 0.0
+    active_spans: list[tuple[float, float]] = field(default_factory=list)  # epoch seconds
+    tone_power: dict[int, float] = field(default_factory=dict)  # Hz -> share of heard energy
+    frames: list[Frame] = field(default_factory=list, repr=False)  # in arrival order
+
+    def samples(self) -> array[int]:
+        """Everything heard, frame after frame in arrival order (lost frames left out)."""
+        return array("h", b"".join(frame.pcm for frame in self.frames))
+
+    def to_dict(self) -> dict[str, Any]:
+        """All but the frames."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "frames"}
+
+    def render(self) -> str:
+        spans = ", ".join(f"{start:.3f}-{end:.3f}" for start, end in self.active_spans[:5])
+        more = f" (+{len(self.active_spans) - 5})" if len(self.active_spans) > 5 else ""
+        tones = ", ".join(f"{hz} Hz {power:.2f}" for hz, power in self.tone_power.items())
+        return "\n".join(
+            [
+                f"Media: RTP{'/SRTP' if self.srtp else ''}  sent {self.packets_sent}  "
+                f"received {self.packets_received}  lost {self.packets_lost}  "
+                f"out of order {self.out_of_order}  SRTP failures {self.srtp_failures}",
+                f"  heard {self.heard_seconds:.2f}s in {len(self.active_spans)} span(s)"
+                + (f": {spans}{more}" if spans else ""),
+                f"  tone power: {tones or '-'}",
+            ]
+        )
 
 
 @dataclass
@@ -43,6 +92,7 @@ class CallReport:
     pings_sent: int = 0
     pongs_received: int = 0
     duration: float = 0.0
+    media: MediaReport | None = None  # None: signalling only (CallPlan.media off)
     timeline: list[TimelineEntry] = field(default_factory=list)
 
     @property
@@ -53,7 +103,8 @@ class CallReport:
         self.checks.append(Check(name, passed, detail))
 
     def to_dict(self) -> dict[str, Any]:
-        out = asdict(self)
+        out = asdict(replace(self, media=None))  # the frames stay out
+        out["media"] = self.media.to_dict() if self.media else None
         out["ok"] = self.ok
         out["timeline"] = [
             {"at": round(at, 3), "dir": d, "what": what} for at, d, what in self.timeline
@@ -71,6 +122,8 @@ class CallReport:
             "Timeline:",
             *(f"  {at:8.3f}s {d} {what}" for at, d, what in self.timeline),
         ]
+        if self.media:
+            lines.append(self.media.render())
         if self.infos:
             lines.append("INFO bodies:")
             lines += [f"  {i.at:8.3f}s [{i.content_type}] {i.body.strip()}" for i in self.infos]

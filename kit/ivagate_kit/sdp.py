@@ -57,6 +57,20 @@ class Sdp:
         parts = self.media.split()
         return int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else -1
 
+    @property
+    def srtp_key(self) -> bytes | None:
+        """The master key and salt of the first ``SRTP_SUITE`` crypto line, if any."""
+        for line in self.crypto:
+            _tag, suite, params, *_ = [*line.split(), "", ""]
+            if suite == SRTP_SUITE and params.startswith("inline:"):
+                # "inline:<key||salt>|<lifetime>|<MKI>:<length>" (RFC 4568 6.1)
+                key = params.removeprefix("inline:").partition("|")[0]
+                try:
+                    return base64.b64decode(key, validate=True)
+                except ValueError:
+                    return None
+        return None
+
 
 def _inline_key() -> str:
     # 16-byte master key + 14-byte salt (RFC 4568 6.2.1 for the AES_CM_128 suites).

@@ -15,10 +15,12 @@ import ssl
 import time
 
 from ivagate_kit.agent import Agent
+from ivagate_kit.audio import play_frames, write_wav
 from ivagate_kit.dialog import USER_AGENT, Dialog, via_value
-from ivagate_kit.dtmf import RtpSender, info_body
+from ivagate_kit.dtmf import info_body
 from ivagate_kit.plan import CallPlan
 from ivagate_kit.report import CallReport, ReceivedInfo
+from ivagate_kit.rtp import RtpSession
 from ivagate_kit.sdp import Sdp, answer_problems, build_offer
 from ivagate_kit.sipmsg import NameAddr, SipMessage, new_tag
 from ivagate_kit.tls import client_context
@@ -28,7 +30,7 @@ __all__ = ["run_call"]
 
 BYE_TIMEOUT = 16.0  # 32*T1 is the RFC's limit; a healthy edge answers in milliseconds
 CANCEL_WAIT = 4.0  # after CANCEL, how long to wait for the 487 before giving up
-MEDIA_PORT = 4000  # advertised only, unless the plan sends RTP (RFC 2833 DTMF)
+MEDIA_PORT = 4000  # advertised only, when the plan has no media
 
 
 async def run_call(plan: CallPlan) -> CallReport:
@@ -79,7 +81,7 @@ class _Call:
         )
         self.listeners: list[Listener] = []
         self.link: Link | None = None
-        self.rtp: RtpSender | None = None
+        self.rtp: RtpSession | None = None
         self.invite: SipMessage | None = None
         self.dialog: Dialog | None = None
         self.sent_by = ""
@@ -123,8 +125,8 @@ class _Call:
 
     async def open_transport(self) -> None:
         plan = self.plan
-        if plan.sends_rtp:
-            self.rtp = await RtpSender.bind(plan.local_host)
+        if plan.media:
+            self.rtp = await RtpSession.bind(plan.local_host)
         if plan.transport == "udp":
             sock = await listen("udp", plan.local_host, 0, self.agent)
             self.listeners.append(sock)
@@ -183,8 +185,8 @@ class _Call:
             *plan.headers.items(),
             ("Content-Type", "application/sdp"),
         ]
-        port = MEDIA_PORT if self.rtp is None else self.rtp.port
-        body = build_offer(plan.local_host, port, plan.offer_srtp)
+        media_port = MEDIA_PORT if self.rtp is None else self.rtp.port
+        body = build_offer(plan.local_host, media_port, plan.offer_srtp)
         return SipMessage.request("INVITE", f"sip:{plan.did}@{host}:{port}{param}", headers, body)
 
     async def send_invite(self) -> SipMessage | None:
@@ -241,7 +243,18 @@ class _Call:
         assert self.invite is not None
         if self.dialog is None:
             self.dialog = Dialog.as_uac(self.invite, final, self.plan.transport, self.sent_by)
+            self.open_media(final.body)
         return self.dialog
+
+    def open_media(self, answer_body: str) -> None:
+        """Take the answer's media address and SRTP key; an answer unfit for the offer (its
+        check says why) opens nothing."""
+        assert self.invite is not None
+        if self.rtp is None or answer_problems(self.invite.body, answer_body):
+            return
+        offer, answer = Sdp.parse(self.invite.body), Sdp.parse(answer_body)
+        send_key = offer.srtp_key
+        self.rtp.open((answer.host, answer.port), send_key, answer.srtp_key if send_key else None)
 
     def ack(self, final: SipMessage) -> None:
         """ACK a final INVITE response: 2xx end to end in the dialog, others hop by hop."""
@@ -262,6 +275,12 @@ class _Call:
         ack = dialog.request("ACK", cseq=self.invite.cseq[0])
         self.agent.send(ack, self.dialog_link())
         self.acked = True
+        rtp = self.rtp
+        if rtp is not None and rtp.remote is not None and not rtp.playing:
+            # answered: the caller talks (silence is sent too, as phones do)
+            rtp.play(play_frames(self.plan.play))
+            host, port = rtp.remote
+            self.trace("->", f"RTP{'/SRTP' if rtp.srtp else ''} {self.plan.play} to {host}:{port}")
 
     def dialog_link(self) -> Link:
         """Where in-dialog requests go: RingCX's one connection, or the next hop over UDP."""
@@ -301,9 +320,8 @@ class _Call:
             if self.remote_bye.is_set() or self.connection_lost.is_set():
                 return
             name = f"{'re-INVITE' if kind == 'reinvite' else 'UPDATE'} #{number}"
-            if kind == "reinvite":
-                offer = build_offer(self.plan.local_host, MEDIA_PORT, self.plan.offer_srtp)
-                request = self.dialog.request("INVITE", offer, "application/sdp")
+            if kind == "reinvite":  # the same offer again: a refresh that changes nothing
+                request = self.dialog.request("INVITE", self.invite.body, "application/sdp")
             else:
                 request = self.dialog.request("UPDATE")
             final = await self.agent.request(
@@ -323,6 +341,7 @@ class _Call:
                 self.report.check(
                     f"{name}: SDP answer fits the offer", not problems, "; ".join(problems)
                 )
+                self.open_media(final.body)
             contact = final.headers.get("Contact")
             if contact:  # a target refresh both ways (RFC 3261 12.2.1.2)
                 self.dialog.remote_target = NameAddr.parse(contact).uri
@@ -366,17 +385,17 @@ class _Call:
         INFO per key, each answered before the next."""
         plan = self.plan
         await asyncio.sleep(plan.dtmf_delay)
-        if self.rtp is not None:
+        if self.plan.dtmf_mode == "rfc2833":
             self.report.check(
                 "the answer accepts telephone-event (RFC 2833 DTMF)",
                 answer.event_type is not None,
                 "" if answer.event_type is not None else f"none in {answer.media!r}",
             )
-            if answer.event_type is not None:
+            if answer.event_type is not None and self.rtp is not None and self.rtp.playing:
                 self.trace(
                     "->", f"DTMF {plan.dtmf} as RTP events (payload type {answer.event_type})"
                 )
-                await self.rtp.press(plan.dtmf, (answer.host, answer.port), answer.event_type)
+                await self.rtp.press(plan.dtmf, answer.event_type)
             return
         assert self.dialog is not None
         for digit in plan.dtmf:
@@ -503,6 +522,11 @@ class _Call:
         report = self.report
         report.duration = self.now()
         report.pongs_received = self.agent.pongs_received
+        if self.rtp is not None:
+            self.rtp.close()  # the call is over: what was heard is all there is
+            report.media = self.rtp.report(self.plan.tones)
+            if self.plan.record:
+                write_wav(self.plan.record, report.media.samples())
         if self.plan.transport != "udp":
             report.check(
                 "nothing reached the Contact address",
@@ -523,8 +547,6 @@ class _Call:
 
     async def close(self) -> None:
         self.closing = True
-        if self.rtp is not None:
-            self.rtp.close()
         if self.link is not None:
             close_link(self.link)
         for listener in self.listeners:

@@ -8,6 +8,7 @@ import pytest
 
 from ivagate.bots.base import CallEnded
 from ivagate.media import AudioError, AudioStream, StreamClosed
+from ivagate.media.stream import MARK_TICKS
 
 FRAME = 640  # 20 ms at 16 kHz, 16-bit
 
@@ -61,14 +62,15 @@ async def test_bot_audio_goes_out_a_frame_per_tick_with_the_tail_padded() -> Non
     assert stream.frames_out == 2
 
 
-async def test_a_mark_resolves_the_tick_after_its_audio_went_out_not_before() -> None:
+async def test_a_mark_resolves_once_its_audio_has_played_out_not_when_it_was_sent() -> None:
     stream = _stream()
     stream.play(b"\0" * FRAME * 2)
     mark = stream.mark("end")
     stream.next_frame()
-    stream.next_frame()  # the mark's last frame is sent: it plays for the next 20 ms
-    await asyncio.sleep(0)
-    assert not mark.done()
+    stream.next_frame()  # the mark's last frame leaves: 20 ms to play, 20 in FreeSWITCH
+    for _ in range(MARK_TICKS - 1):
+        stream.next_frame()
+        assert not mark.done()
     stream.next_frame()
     assert mark.result() is True
 

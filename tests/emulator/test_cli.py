@@ -83,7 +83,9 @@ async def test_emulate_sends_refreshes_in_order(capsys: pytest.CaptureFixture[st
         (main, ["127.0.0.1:5060", "-H", "no colon"]),
         (main, ["not a port:x"]),
         (main, ["127.0.0.1:5060", "--refresh", "hold"]),
-        (main, ["127.0.0.1:5060", "--dtmf", "1", "--srtp"]),  # RFC 2833 over SRTP: not sent
+        (main, ["127.0.0.1:5060", "--dtmf", "1", "--no-media"]),  # RFC 2833 needs RTP
+        (main, ["127.0.0.1:5060", "--play", "tone:loud"]),
+        (main, ["127.0.0.1:5060", "--play", "/nonexistent.wav"]),
         (stand_in_main, ["--answer", "ok"]),
         (stand_in_main, ["--answer", "100"]),
         (stand_in_main, ["--listen", "nohost"]),

@@ -8,8 +8,10 @@ import struct
 import pytest
 
 from ivagate_kit import CallPlan, run_call
-from ivagate_kit.dtmf import RtpSender, event_packets
+from ivagate_kit.audio import play_frames
+from ivagate_kit.dtmf import event_packets
 from ivagate_kit.media_node import MediaNode, NodeScript
+from ivagate_kit.rtp import RtpSession
 from ivagate_kit.sdp import Sdp
 from ivagate_kit.sipmsg import SipMessage
 
@@ -41,9 +43,9 @@ def test_one_key_press_is_rfc_4733_packets() -> None:
     ]
 
 
-async def test_rtp_sender_sends_each_key_from_its_advertised_port() -> None:
-    """Two keys reach the answer's address from the port the offer names, one timestamp per
-    key, the sequence running on."""
+async def test_keys_go_in_the_audio_stream_from_its_advertised_port() -> None:
+    """Two keys reach the answer's address from the port the offer names, in the audio's
+    stream: one SSRC and sequence, one timestamp per key, no audio while a key is down."""
     loop = asyncio.get_running_loop()
     received: list[tuple[bytes, tuple[str, int]]] = []
 
@@ -52,18 +54,25 @@ async def test_rtp_sender_sends_each_key_from_its_advertised_port() -> None:
             received.append((data, addr))
 
     sink, _ = await loop.create_datagram_endpoint(Sink, local_addr=("127.0.0.1", 0))
-    sender = await RtpSender.bind("127.0.0.1")
+    session = await RtpSession.bind("127.0.0.1")
     try:
-        await sender.press("12", sink.get_extra_info("sockname"), 96)
-        await asyncio.sleep(0.05)
+        session.open(sink.get_extra_info("sockname"), None, None)
+        session.play(play_frames("silence"))
+        await session.press("12", 96)
     finally:
-        sender.close()
+        session.close()
         sink.close()
-    assert {addr[1] for _, addr in received} == {sender.port}
-    packets = [_fields(data) for data, _ in received]
+    assert {addr[1] for _, addr in received} == {session.port}
+    assert len({data[8:12] for data, _ in received}) == 1  # one SSRC
+    seqs = [struct.unpack_from("!H", data, 2)[0] for data, _ in received]
+    assert [(s - seqs[0]) & 0xFFFF for s in seqs] == list(range(len(seqs)))
+    kinds = ["event" if data[1] & 0x7F == 96 else "audio" for data, _ in received]
+    first, last = kinds.index("event"), len(kinds) - 1 - kinds[::-1].index("event")
+    assert kinds[first : first + 7] == ["event"] * 7 and kinds[last - 6 : last + 1] == ["event"] * 7
+    assert kinds[first + 7 : last - 6] == ["audio"] * 5  # the 100 ms between the keys
+    packets = [_fields(data) for data, _ in received if data[1] & 0x7F == 96]
     assert [p[4] for p in packets] == [1] * 7 + [2] * 7
     assert len({p[3] for p in packets}) == 2
-    assert [p[2] - packets[0][2] for p in packets] == list(range(14))
 
 
 def test_answer_names_its_telephone_event_payload_type(recorded_messages: list[bytes]) -> None:
@@ -98,12 +107,12 @@ async def test_info_dtmf_is_one_dtmf_relay_info_per_key() -> None:
         {"dtmf": "12x"},
         {"dtmf": "1", "dtmf_mode": "inband"},
         {"dtmf": "1", "dtmf_delay": -1},
-        {"dtmf": "1", "transport": "tls"},  # SRTP offered: RFC 2833 would need SRTP
-        {"dtmf": "1", "srtp": True},
+        {"dtmf": "1", "media": False},  # RFC 2833 goes in the RTP stream
     ],
 )
 def test_dtmf_plan_is_checked(bad: dict[str, object]) -> None:
-    """Unknown keys or modes, a negative delay, RFC 2833 on an SRTP call: ValueError."""
+    """Unknown keys or modes, a negative delay, RFC 2833 without media: ValueError."""
     with pytest.raises(ValueError):
         CallPlan("127.0.0.1:5060", **bad)  # type: ignore[arg-type]
-    assert CallPlan("127.0.0.1:5060", "tls", dtmf="1", dtmf_mode="info").dtmf == "1"
+    assert CallPlan("127.0.0.1:5060", "tls", dtmf="1").dtmf == "1"  # SRTP carries events too
+    assert CallPlan("127.0.0.1:5060", dtmf="1", dtmf_mode="info", media=False).dtmf == "1"

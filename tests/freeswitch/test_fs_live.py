@@ -1,4 +1,5 @@
-"""The tree on a real FreeSWITCH: loads clean, parks SRTP calls for the controller, fails fast.
+"""The tree on a real FreeSWITCH: loads clean, parks SRTP calls for the controller, fails fast;
+the caller and FreeSWITCH hear each other over SRTP.
 
 Skipped unless IVAGATE_TEST_FREESWITCH_BIN or IVAGATE_TEST_FREESWITCH_IMAGE names a FreeSWITCH
 (conftest.live_node starts it with entrypoint.sh). The caller is the project's RingCX emulator
@@ -13,6 +14,7 @@ import asyncio
 import json
 import secrets
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -21,6 +23,7 @@ from fs_esl import esl_session, parked, set_gate
 from ivagate.esl import EslClient
 from ivagate.info import encode_info, send_info_command
 from ivagate_kit import CallPlan, CallReport, run_call
+from ivagate_kit.audio import read_wav, tone_power
 from support.fs_node import LiveNode
 
 pytestmark = pytest.mark.freeswitch
@@ -116,3 +119,34 @@ async def test_invite_from_outside_the_edge_is_refused(esl: EslClient, live_node
     assert report.invite_status == 403, report.to_dict()
     rows = json.loads(await esl.api("show channels as json")).get("rows") or []
     assert not [r for r in rows if r.get("dest") == did]
+
+
+async def test_caller_audio_both_ways_over_srtp(
+    esl: EslClient, live_node: LiveNode, tmp_path: Path
+) -> None:
+    """The emulated caller and FreeSWITCH hear each other over SDES-SRTP: FreeSWITCH records
+    the caller's 440 Hz tone, the caller hears FreeSWITCH's 1000 Hz tone for its 1.5 s, and no
+    packet fails authentication either way."""
+    await set_gate(esl)
+    did, task = call(live_node, "udp", srtp=True, bye=3.0, play="tone:440:-10", tones=[440, 1000])
+    uuid = (await parked(esl, did))["uuid"]
+    heard_by_node = tmp_path / "node.wav"
+    for command in (
+        f"uuid_answer {uuid}",
+        f"uuid_setvar {uuid} RECORD_READ_ONLY true",
+        f"uuid_record {uuid} start {heard_by_node}",
+        f"uuid_broadcast {uuid} tone_stream://%(1500,0,1000) aleg",
+    ):
+        assert (await esl.api(command)).startswith("+OK"), command
+    report = await task
+    assert report.ok, report.to_dict()
+    media = report.media
+    assert media is not None and media.srtp and media.srtp_failures == 0
+    assert media.tone_power[1000] > 0.9 and media.tone_power[440] < 0.05
+    assert 1.3 < media.heard_seconds < 1.7
+    for _ in range(50):  # the recording is complete once the channel is gone
+        if (await esl.api(f"uuid_exists {uuid}")).strip() == "false":
+            break
+        await asyncio.sleep(0.1)
+    samples = read_wav(heard_by_node)
+    assert len(samples) > 8000 and tone_power(samples, 8000, 440) > 0.9

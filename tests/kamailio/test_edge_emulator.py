@@ -31,12 +31,17 @@ def node_uri(node: MediaNode) -> str:
 async def test_tls_call_with_srtp_offer_reaches_node_untouched(
     start_edge: Callable[..., Edge],
 ) -> None:
-    """A TLS call offering SDES-SRTP reaches the node with its SDP as sent and X-Edge-*."""
+    """A TLS call offering SDES-SRTP reaches the node with its SDP as sent and X-Edge-*; the
+    caller's 440 Hz tone comes back from the node (an echo) over SRTP with the keys exchanged
+    through the edge."""
     node = node_at(infos=INFOS, bye_after=None)
     edge = start_edge(nodes=[node_uri(node)])
     async with node:
-        report = await run_call(emulator_plan(edge, "tls", headers={"X-Edge-Transport": "udp"}))
+        plan = emulator_plan(edge, "tls", headers={"X-Edge-Transport": "udp"}, play="tone:440")
+        report = await run_call(plan)
     assert report.ok, report.to_dict()
+    assert report.media is not None and report.media.srtp and report.media.srtp_failures == 0
+    assert report.media.heard_seconds > 0.1 and report.media.tone_power[440] > 0.95
     [invite] = node.invites
     assert invite.headers["X-Edge-Transport"] == "tls"
     assert invite.headers["X-Edge-Source"].startswith(f"{CALLER}:")

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
 
 from ivagate.calls.records import CallRecord
 from ivagate.controller import Controller
 from ivagate_kit import CallReport, run_call
 from ivagate_kit.transport import TransportName
+from support import polling
 from support.edge import Edge, emulator_plan
 
 __all__ = ["call", "record_of", "until"]
@@ -18,12 +18,7 @@ WITHIN = 20.0  # seconds; generous, the machine is shared
 
 async def until(predicate: Callable[[], bool], what: str, within: float = WITHIN) -> None:
     """Return once ``predicate()`` holds; fail saying ``what`` did not happen."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + within
-    while not predicate():
-        if loop.time() > deadline:
-            raise AssertionError(f"not within {within:g}s: {what}")
-        await asyncio.sleep(0.02)
+    await polling.until(predicate, what, within)
 
 
 async def call(edge: Edge, transport: TransportName = "udp", **plan: object) -> CallReport:

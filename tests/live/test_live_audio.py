@@ -1,21 +1,52 @@
-"""Live call audio (issue 13), RingCX emulator -> real edge -> real FreeSWITCH -> controller
--> a bot's audio stream, and back."""
+"""Live call audio (issue 13): the kit's caller -> real edge -> real FreeSWITCH -> controller
+-> a bot's audio stream, and back. Assertions are on the audio itself: what the bot heard
+(Goertzel), what the caller heard (energy over time, in wall-clock time)."""
 
 from __future__ import annotations
 
+import shutil
+import subprocess
+from array import array
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 
 import pytest
-from live_calls import call, record_of
+from live_calls import call, record_of, until
 
 from ivagate.bots.base import Outcome
 from ivagate.controller import Controller
+from ivagate_kit.audio import HEARD_DBFS, read_wav, rms_dbfs, tone_power
 from support import bots
 from support.edge import Edge
 
 pytestmark = [pytest.mark.kamailio, pytest.mark.freeswitch]
 
 StartController = Callable[..., Awaitable[Controller]]
+
+
+@pytest.fixture(scope="module")
+def speech(tmp_path_factory: pytest.TempPathFactory) -> dict[int, Path]:
+    """A sentence spoken by Debian's espeak-ng, as mono 16-bit WAVs at 8 and 16 kHz (sox
+    resamples), by rate."""
+    for tool in ("espeak-ng", "sox"):
+        assert shutil.which(tool), f"{tool} is missing: scripts/install-deps installs it"
+    work = tmp_path_factory.mktemp("speech")
+    spoken = work / "spoken.wav"
+    subprocess.run(["espeak-ng", "-w", str(spoken), "Hello, this is the bot speaking."], check=True)
+    wavs = {rate: work / f"speech-{rate}.wav" for rate in (8000, 16000)}
+    # its trailing quiet cut, so that the reply's last frame is speech the caller must hear
+    trim = ["reverse", "silence", "1", "0.02", "1%", "reverse"]
+    for rate, wav in wavs.items():
+        sox = ["sox", str(spoken), "-r", str(rate), "-c", "1", "-b", "16", str(wav), *trim]
+        subprocess.run(sox, check=True)
+    return wavs
+
+
+def _voiced_seconds(samples: array[int], rate: int) -> float:
+    """Seconds of 20 ms frames above the kit's 'heard' level."""
+    step = rate // 50
+    frames = [samples[i : i + step] for i in range(0, len(samples) - step + 1, step)]
+    return sum(rms_dbfs(f) > HEARD_DBFS for f in frames) * 0.02
 
 
 @pytest.mark.parametrize(("rate", "encoding"), [(8000, "l16"), (16000, "l16"), (8000, "pcmu")])
@@ -28,12 +59,65 @@ async def test_stream_opens_carries_frames_and_closes(
     report = await call(edge, "tls", headers={"X-Bot-Id": "AudioSmoke"})
     record = await record_of(controller, report)
     assert record.outcome is Outcome.SUCCESS, (record, bots.AudioSmoke.seen, report.render())
-    print(bots.AudioSmoke.seen)
     assert bots.AudioSmoke.seen[:3] == [
         ("mark", True),
         ("frames", 50, {rate // 50 * (2 if encoding == "l16" else 1)}),
         ("closed", True),
     ]
+
+
+@pytest.mark.parametrize(("transport", "rate"), [("tls", 16000), ("udp", 8000)])
+async def test_the_bot_hears_the_callers_tone_and_the_caller_hears_the_bots_speech(
+    edge: Edge,
+    start_controller: StartController,
+    speech: dict[int, Path],
+    transport: str,
+    rate: int,
+) -> None:
+    """Caller -> bot: the caller's 440 Hz tone, through SRTP on TLS, reaches the bot as
+    PCM at the stream's rate (Goertzel). Bot -> caller: the bot's espeak-ng sentence reaches
+    the caller with its voiced length kept, and the bot's mark resolves once the caller has
+    heard it, not before."""
+    reply = speech[rate]
+    options = {"wait_for_ack": True, "rate": rate, "reply": str(reply)}
+    controller = await start_controller(call={"bot_options": {"Listen": options}})
+    bots.Listen.seen.clear()
+    report = await call(
+        edge, transport, headers={"X-Bot-Id": "Listen"}, play="tone:440:-6", tones=[440]
+    )
+    record = await record_of(controller, report)
+    assert record.outcome is Outcome.SUCCESS, (record, bots.Listen.seen, report.render())
+    (_, heard), (_, played, marked_at) = bots.Listen.seen[:2]
+    samples = array("h", heard)
+    assert len(samples) == rate  # one second
+    assert tone_power(samples, rate, 440) > 0.8
+    assert tone_power(samples, rate, 1000) < 0.05
+
+    media = report.media
+    assert media is not None and media.srtp is (transport == "tls") and media.srtp_failures == 0
+    expected = _voiced_seconds(read_wav(reply), 8000)  # the caller hears 8 kHz
+    assert abs(media.heard_seconds - expected) < 0.15 * expected, (media.heard_seconds, expected)
+    last_heard = max(end for _, end in media.active_spans)
+    assert played is True
+    assert last_heard <= marked_at < last_heard + 0.1, (marked_at, last_heard)
+
+
+async def test_clear_silences_the_caller_within_100_ms(
+    edge: Edge, start_controller: StartController
+) -> None:
+    controller = await start_controller()
+    bots.BargeIn.seen.clear()
+    report = await call(edge, "tls", headers={"X-Bot-Id": "BargeIn"}, tones=[1000])
+    record = await record_of(controller, report)
+    assert record.outcome is Outcome.SUCCESS, (record, report.render())
+    ((_, cleared, cleared_at, played),) = bots.BargeIn.seen[:1]
+    assert cleared == ["tone"] and played is False
+    media = report.media
+    assert media is not None and media.tone_power[1000] > 0.8
+    spans = media.active_spans
+    assert spans, report.render()
+    assert cleared_at - 0.2 < max(end for _, end in spans) <= cleared_at + 0.1, (spans, cleared_at)
+    assert 0.8 < media.heard_seconds < 1.2
 
 
 @pytest.mark.parametrize("mode", ["rfc2833", "info"])
@@ -50,6 +134,7 @@ async def test_dtmf_reaches_the_bot_while_its_stream_is_open_and_hangup_ends_the
     )
     record = await record_of(controller, report)
     assert record.outcome is Outcome.DISCONNECTED, record
+    await until(lambda: len(bots.StreamUntilHangup.seen) == 5, "the bot's on_hangup ran")
     assert bots.StreamUntilHangup.seen == [
         ("dtmf", "1"),
         ("dtmf", "2"),
@@ -57,3 +142,28 @@ async def test_dtmf_reaches_the_bot_while_its_stream_is_open_and_hangup_ends_the
         ("play", "CallEnded"),
         ("hangup", Outcome.DISCONNECTED),
     ]
+
+
+async def test_the_parrot_repeats_what_the_caller_said_after_a_pause(
+    edge: Edge, start_controller: StartController, speech: dict[int, Path]
+) -> None:
+    """The built-in parrot bot (the README's example): the caller says a sentence
+    (espeak-ng) then keeps quiet; the parrot says it back once the caller paused, and with
+    ``turns`` 1 sends the final intent."""
+    controller = await start_controller(call={"bot_options": {"parrot": {"turns": 1}}})
+    said = speech[8000]
+    report = await call(edge, "tls", headers={"X-Bot-Id": "parrot"}, play=str(said))
+    record = await record_of(controller, report)
+    assert record.outcome is Outcome.SUCCESS, (record, report.render())
+    assert [i.json for i in report.infos] == [
+        {"event": "listening"},
+        {"intent": "Parrot", "turns": 1, "final": True},
+    ]
+    media = report.media
+    assert media is not None
+    expected = _voiced_seconds(read_wav(said), 8000)
+    assert abs(media.heard_seconds - expected) < 0.2 * expected, (media.heard_seconds, expected)
+    assert media.first_sent_at is not None
+    heard_from = min(start for start, _ in media.active_spans)
+    # it spoke after the caller's sentence and the parrot's 0.6 s pause, not over it
+    assert heard_from > media.first_sent_at + len(read_wav(said)) / 8000 + 0.5

@@ -4,22 +4,25 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import math
-from array import array
+import time
+import wave
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
 from ivagate.bots.base import Bot, Call, CallEnded, Outcome, PayloadError
 from ivagate.calls.session import CallSession
+from ivagate_kit.audio import tone
 
 __all__ = [
     "AudioSmoke",
+    "BargeIn",
     "Broken",
     "BrokenInit",
     "Collect",
     "Daydream",
     "FinishOnly",
     "Gated",
+    "Listen",
     "LongPlay",
     "Payloads",
     "Silent",
@@ -216,16 +219,6 @@ class Slow(Recording):
         await call.finish({"intent": "Late"})
 
 
-def tone(freq: float, seconds: float, rate: int, level: float = 0.3) -> bytes:
-    """A sine tone as 16-bit little-endian PCM."""
-    count = round(seconds * rate)
-    amplitude = level * 32767
-    samples = array(
-        "h", (round(amplitude * math.sin(2 * math.pi * freq * n / rate)) for n in range(count))
-    )
-    return samples.tobytes()
-
-
 class AudioSmoke(Recording):
     """Opens a stream, speaks a tone up to a mark, reads up to a second of the caller,
     closes the stream and finishes."""
@@ -237,7 +230,7 @@ class AudioSmoke(Recording):
         encoding = self.options.get("encoding", "l16")
         stream = await call.open_stream(int(self.options.get("rate", 16000)), encoding)
         seen = type(self).seen
-        second = tone(1000, 1.0, stream.rate)
+        second = tone(1000, 1.0, -10, stream.rate).tobytes()
         stream.play(second if encoding == "l16" else b"\xff" * (len(second) // 2))
         seen.append(("mark", await stream.mark("tone")))
         sizes = set()
@@ -269,3 +262,46 @@ class StreamUntilHangup(Recording):
         except Exception as exc:
             type(self).seen.append(("play", type(exc).__name__))
             raise
+
+
+class Listen(Recording):
+    """Hears the caller for a second, then plays option ``reply`` (a mono 16-bit WAV at the
+    stream's rate) up to a mark, and finishes."""
+
+    seen: ClassVar[list[Any]] = []
+
+    async def on_call_start(self, call: Call) -> None:
+        await self.answer(call)
+        stream = await call.open_stream(int(self.options.get("rate", 16000)))
+        seen = type(self).seen
+        heard = bytearray()
+        async for frame in stream:
+            heard += frame.pcm
+            if len(heard) >= stream.rate * 2:  # a second of 16-bit samples
+                break
+        seen.append(("heard", bytes(heard)))
+        if reply := self.options.get("reply"):
+            with wave.open(reply) as speech:
+                stream.play(speech.readframes(speech.getnframes()))
+            played = await stream.mark("reply")
+            seen.append(("mark", played, time.time()))
+        await stream.close()
+        await call.finish({"intent": "Listened"})
+
+
+class BargeIn(Recording):
+    """Plays a long tone, clears it after a second, finishes a second later."""
+
+    seen: ClassVar[list[Any]] = []
+
+    async def on_call_start(self, call: Call) -> None:
+        await self.answer(call)
+        stream = await call.open_stream(8000)
+        stream.play(tone(1000, 5.0, -10, stream.rate).tobytes())
+        mark = stream.mark("tone")
+        await asyncio.sleep(1.0)
+        cleared = stream.clear()
+        type(self).seen.append(("cleared", cleared, time.time(), mark.result()))
+        await asyncio.sleep(1.0)
+        await stream.close()
+        await call.finish({"intent": "Cleared"})
