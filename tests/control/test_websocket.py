@@ -27,6 +27,7 @@ from ivagate.bots.websocket import WebSocketBot, WebSocketOptions, sign_token, v
 from ivagate.calls.records import InfoRecord
 from ivagate.controller import Controller
 from ivagate.media import AudioError, AudioStream
+from ivagate.media.stream import MARK_TICKS
 from ivagate_kit.esl_double import EslDouble
 from ivagate_kit.tls import self_signed
 
@@ -338,8 +339,9 @@ async def test_bot_media_is_played_and_its_mark_echoes_after_the_audio_played(
     await sync(peer)
     first, second = tick(running.stream, 2)
     assert first + second == audio  # type: ignore[operator]
+    tick(running.stream, MARK_TICKS - 1)
     await sync(peer)  # nothing before the reply: the mark's last frame is still playing
-    tick(running.stream)  # the next 20 ms: that frame has played
+    tick(running.stream)  # the mark resolves: its last frame has played
     mark = await peer.next()
     assert mark["event"] == "mark"
     assert mark["mark"] == {"name": "greeting"}
