@@ -17,8 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp import web
-from aiohttp.test_utils import TestServer
 from multidict import CIMultiDict, CIMultiDictProxy
 from pydantic import ValidationError
 
@@ -30,9 +28,9 @@ from ivagate.media import AudioError, AudioStream
 from ivagate.media.stream import MARK_TICKS
 from ivagate_kit.esl_double import EslDouble
 from ivagate_kit.tls import self_signed
+from support.ws_peer import WITHIN, PeerBot
 
 ULAW_FRAME = 160  # 20 ms of u-law at 8 kHz
-WITHIN = 5.0  # seconds a message may take on loopback (generous: the machine is shared)
 SECRET = "s3cret"
 FALLBACK = ("finish", {"error": "websocket_unavailable"})
 
@@ -122,58 +120,10 @@ class StreamCall:
         )
 
 
-class PeerBot:
-    """A real WebSocket server: the bot side of the protocol. ``received`` has every message
-    it got, in order; ``send`` writes to the call's connection."""
-
-    def __init__(self) -> None:
-        self.messages: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
-        self.requests: list[web.Request] = []
-        self.socket: web.WebSocketResponse | None = None
-        self.connected = asyncio.Event()
-        self.closed = asyncio.Event()
-        app = web.Application()
-        app.router.add_get("/bot", self._handle)
-        self.server = TestServer(app)
-
-    async def _handle(self, request: web.Request) -> web.WebSocketResponse:
-        ws = web.WebSocketResponse(max_msg_size=1 << 22)
-        await ws.prepare(request)
-        self.requests.append(request)
-        self.socket = ws
-        self.connected.set()
-        async for message in ws:
-            self.messages.put_nowait(json.loads(message.data))
-        self.closed.set()
-        return ws
-
-    @property
-    def url(self) -> str:
-        return str(self.server.make_url("/bot")).replace("http", "ws", 1)
-
-    async def next(self, *skip: str) -> dict[str, Any]:
-        """The next message whose event is not in ``skip``."""
-        while True:
-            async with asyncio.timeout(WITHIN):
-                message = await self.messages.get()
-            if message["event"] not in skip:
-                return message
-
-    async def send(self, message: dict[str, Any] | str | bytes) -> None:
-        await self.connected.wait()
-        assert self.socket is not None
-        if isinstance(message, bytes):
-            await self.socket.send_bytes(message)
-        else:
-            await self.socket.send_str(message if isinstance(message, str) else json.dumps(message))
-
-
 @pytest.fixture
 async def peer() -> AsyncIterator[PeerBot]:
-    bot = PeerBot()
-    await bot.server.start_server()
-    yield bot
-    await bot.server.close()
+    async with PeerBot() as bot:
+        yield bot
 
 
 def options(url: str, **more: Any) -> dict[str, Any]:
@@ -507,10 +457,8 @@ async def tls_peer(tmp_path: Path) -> AsyncIterator[tuple[PeerBot, str]]:
     cert, key = self_signed(tmp_path)
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.load_cert_chain(cert, key)
-    bot = PeerBot()
-    await bot.server.start_server(ssl=context)
-    yield bot, cert
-    await bot.server.close()
+    async with PeerBot(context) as bot:
+        yield bot, cert
 
 
 async def test_wss_checks_the_certificate_against_the_given_ca(

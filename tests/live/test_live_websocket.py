@@ -1,14 +1,17 @@
-"""The ``websocket`` bot (issue 14) with a real Twilio-stream bot as its peer: a pipecat
-pipeline (pipecat-ai, pinned in pyproject's test extras) with pipecat's own
-``TwilioFrameSerializer`` and WebSocket server transport, no LLM or cloud service. The kit's
-caller -> real edge -> real FreeSWITCH -> controller -> WebSocket -> pipecat, and back."""
+"""The ``websocket`` bot (issue 14) through the real stack: the kit's caller -> real edge ->
+real FreeSWITCH -> controller -> WebSocket -> a Twilio-stream bot, and back. The bot is a
+pipecat pipeline (pipecat-ai, pinned in pyproject's test extras) with pipecat's own
+``TwilioFrameSerializer`` and WebSocket server transport, no LLM or cloud service; or, for
+the protocol's timing, ``support.ws_peer`` scripted by the test."""
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import json
 import socket
+import time
 from array import array
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -35,11 +38,14 @@ from pipecat.workers.runner import WorkerRunner
 
 from ivagate.bots.base import Outcome
 from ivagate.controller import Controller
-from ivagate_kit.audio import tone, tone_power
+from ivagate_kit.audio import tone, tone_power, ulaw_encode
+from ivagate_kit.report import CallReport
 from support.edge import Edge
+from support.ws_peer import WITHIN, PeerBot
 
 pytestmark = [pytest.mark.kamailio, pytest.mark.freeswitch]
 
+StartController = Callable[..., Awaitable[Controller]]
 RATE = 8000  # the pipeline's rate: Twilio's, so pipecat resamples nothing
 REPLY_HZ = 880
 
@@ -142,7 +148,7 @@ async def pipecat() -> AsyncIterator[PipecatPeer]:
 
 async def test_a_pipecat_twilio_bot_hears_the_caller_and_the_caller_hears_it(
     edge: Edge,
-    start_controller: Callable[..., Awaitable[Controller]],
+    start_controller: StartController,
     pipecat: PipecatPeer,
 ) -> None:
     """The caller's 440 Hz tone reaches the pipecat bot (Goertzel on what it decoded from
@@ -175,3 +181,67 @@ async def test_a_pipecat_twilio_bot_hears_the_caller_and_the_caller_hears_it(
     assert (reply["to"], reply["id"], reply["sent"]) == ("finish", "end", True)
     assert pipecat.serializer.start["callSid"] == record.uuid
     assert pipecat.serializer.start["mediaFormat"]["encoding"] == "audio/x-mulaw"
+
+
+@pytest.fixture
+async def peer() -> AsyncIterator[PeerBot]:
+    async with PeerBot() as bot:
+        yield bot
+
+
+async def _routed_to(peer: PeerBot, start_controller: StartController) -> Controller:
+    options = {"url": peer.url, "allow_ws": True}
+    return await start_controller(
+        call={"bot_options": {"websocket": options}}, routing={"default_bot": "websocket"}
+    )
+
+
+async def test_clear_silences_the_caller_within_100_ms_and_echoes_the_mark(
+    edge: Edge, start_controller: StartController, peer: PeerBot
+) -> None:
+    """The bot sends 5 s of 1000 Hz and a mark, a second later ``clear``: the caller stops
+    hearing it within 100 ms of the clear, and the mark comes back at once."""
+    controller = await _routed_to(peer, start_controller)
+    caller = asyncio.create_task(call(edge, "tls", tones=[1000]))
+    assert [(await peer.next())["event"] for _ in range(2)] == ["connected", "start"]
+    audio = ulaw_encode(tone(1000, 5.0, -10))
+    await peer.send({"event": "media", "media": {"payload": base64.b64encode(audio).decode()}})
+    await peer.send({"event": "mark", "mark": {"name": "tone"}})
+    await asyncio.sleep(1.0)  # the caller hears a second of it
+    cleared_at = time.time()
+    await peer.send({"event": "clear"})
+    echo = await peer.next("media")
+    assert (echo["event"], echo["mark"]) == ("mark", {"name": "tone"})
+    await asyncio.sleep(1.0)  # the caller hears silence
+    await peer.send({"event": "finish", "payload": {"intent": "Cleared"}})
+    assert (await peer.next("media"))["event"] == "reply"
+    report: CallReport = await caller
+    record = await record_of(controller, report)
+    assert record.outcome is Outcome.SUCCESS, (record, report.render())
+    media = report.media
+    assert media is not None and media.tone_power[1000] > 0.8, report.render()
+    last_heard = max(end for _, end in media.active_spans)
+    assert cleared_at - 0.2 < last_heard <= cleared_at + 0.1, (media.active_spans, cleared_at)
+    assert 0.8 < media.heard_seconds < 1.3
+
+
+async def test_dtmf_reaches_the_bot_and_the_callers_hangup_sends_stop(
+    edge: Edge, start_controller: StartController, peer: PeerBot
+) -> None:
+    """The caller presses 1 and 2 (RTP events) and hangs up after 3 s: the bot gets two
+    ``dtmf`` messages, then ``stop``, then the socket closes; the call is Disconnected."""
+    controller = await _routed_to(peer, start_controller)
+    caller = asyncio.create_task(call(edge, "udp", dtmf="12", bye=3.0))
+    messages = []
+    while not messages or messages[-1]["event"] != "stop":
+        messages.append(await peer.next("media"))
+    assert [m["event"] for m in messages] == ["connected", "start", "dtmf", "dtmf", "stop"]
+    assert [m["dtmf"] for m in messages[2:4]] == [
+        {"track": "inbound_track", "digit": "1"},
+        {"track": "inbound_track", "digit": "2"},
+    ]
+    async with asyncio.timeout(WITHIN):
+        await peer.closed.wait()
+    record = await record_of(controller, await caller)
+    assert record.outcome is Outcome.DISCONNECTED, record
+    assert messages[-1]["stop"]["callSid"] == record.uuid
