@@ -1,11 +1,12 @@
-"""Run every benchmark, or the ones named: ``python -m benchmarks [controller] [edge] [stack]``."""
+"""Run every benchmark, or the ones named:
+``python -m benchmarks [controller] [edge] [stack] [websocket]``."""
 
 from __future__ import annotations
 
 import importlib
 import sys
 
-BENCHMARKS = ("controller", "edge", "stack")
+BENCHMARKS = ("controller", "edge", "stack", "websocket")
 
 
 def main(argv: list[str]) -> int:
