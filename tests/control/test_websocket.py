@@ -143,9 +143,11 @@ class Running:
         assert self.call.stream is not None
         return self.call.stream
 
-    async def done(self) -> None:
+    async def done(self) -> BaseException | None:
+        """What the bot's flow raised (``CallEnded`` once the call is over), or ``None``."""
         async with asyncio.timeout(WITHIN):
-            await self.flow
+            await asyncio.wait([self.flow])
+        return self.flow.exception()
 
 
 async def started(peer: PeerBot, **more: Any) -> Running:
@@ -270,7 +272,7 @@ async def test_call_end_sends_stop_then_closes_the_connection(peer: PeerBot) -> 
     assert stop["sequenceNumber"] == "2"
     async with asyncio.timeout(WITHIN):
         await peer.closed.wait()
-    await running.done()
+    assert isinstance(await running.done(), CallEnded)  # the flow ends with the call
     assert running.call.failures == []
     assert running.call.actions == [("answer",), ("open_stream", 8000, "pcmu")]
 
@@ -440,14 +442,14 @@ def unreachable_url() -> str:
 
 async def test_unreachable_url_gets_the_fallback(unreachable_url: str) -> None:
     running = Running(unreachable_url)
-    await running.done()
+    assert await running.done() is None  # the fallback ended the flow
     assert running.call.actions == [("answer",), FALLBACK]
     assert running.call.failures == ["connect"]
 
 
 async def test_a_hangup_fallback_hangs_up(unreachable_url: str) -> None:
     running = Running(unreachable_url, fallback='{"action": "hangup", "cause": "CALL_REJECTED"}')
-    await running.done()
+    assert await running.done() is None  # the fallback ended the flow
     assert running.call.actions == [("answer",), ("hangup", "CALL_REJECTED")]
 
 
@@ -467,7 +469,7 @@ async def test_wss_checks_the_certificate_against_the_given_ca(
     peer, cert = tls_peer
     assert peer.url.startswith("wss://")
     untrusted = Running(peer.url)
-    await untrusted.done()
+    assert await untrusted.done() is None
     assert untrusted.call.failures == ["tls"]
     assert untrusted.call.actions[-1] == FALLBACK
 
@@ -496,7 +498,7 @@ async def test_a_message_that_breaks_the_protocol_gets_the_fallback(
 ) -> None:
     running = await started(peer, max_message_bytes=1024)
     await peer.send(message)
-    await running.done()
+    assert await running.done() is None  # the fallback ended the flow
     assert running.call.failures == [reason]
     assert running.call.actions[-1] == FALLBACK
     assert running.stream.closed
@@ -508,7 +510,7 @@ async def test_the_bot_closing_mid_call_gets_the_fallback(peer: PeerBot) -> None
     running = await started(peer)
     assert peer.socket is not None
     await peer.socket.close()
-    await running.done()
+    assert await running.done() is None  # the fallback ended the flow
     assert running.call.failures == ["closed"]
     assert running.call.actions[-1] == FALLBACK
 

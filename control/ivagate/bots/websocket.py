@@ -258,7 +258,8 @@ class _Relay:
         self._ending = False  # the bot asked for finish or hangup: its close is no failure
 
     async def run(self) -> None:
-        """Relay until the call or the stream ends (then ``stop``), or raise ``_BotFailed``."""
+        """Relay until the stream ends (``stop``, then its error: ``CallEnded`` once the call
+        is over), or raise ``_BotFailed``."""
         self._outbox.put_nowait(json.dumps(CONNECTED))
         self._send("start", self._start())
         writer = asyncio.create_task(self._write())
@@ -277,6 +278,9 @@ class _Relay:
                 await uplink  # the bot's finish or hangup is ending the call
             uplink.result()
             await self._stop(writer)
+            # the stream ended: the call is over (CallEnded), the bot's flow with it
+            assert self.stream.error is not None
+            raise self.stream.error
         finally:
             for task in tasks:
                 task.cancel()
