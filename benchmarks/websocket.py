@@ -2,8 +2,9 @@
 
 The controller's side runs in this process on core 1: per call the real ``WebSocketBot``
 (its connection, its relay) on an ``AudioStream`` that a driver feeds a caller frame and
-drains a bot frame every 20 ms, as the media endpoint does. The bot is an aiohttp server in a
-child process on core 0 that sends every ``media`` straight back. What lies below the stream
+drains a bot frame every 20 ms, as the RTP leg and the pacer do, calls spread over the tick.
+The bot is an aiohttp server in a child process on core 0 that sends every ``media``
+straight back. What lies below the stream
 (FreeSWITCH, RTP) is not in it: the media benchmark of issue 13 measures that.
 
 Figures per step of N streams: the controller's CPU (``streams per core`` = N / its share of
@@ -41,6 +42,9 @@ BOT_CORE, CONTROLLER_CORE = 0, 1
 STEPS = (100, 200, 300, 400)
 WARM_UP, MEASURE, DRAIN = 2.0, 8.0, 1.0  # seconds
 FRAME = 160  # 20 ms of u-law
+# Calls' frames arrive at their own phase of the 20 ms (RTP from FreeSWITCH is not in step
+# across calls): the streams are fed in this many groups, one per slot of the tick.
+SLOTS = 10
 TARGET_PER_CORE, TARGET_P99 = 200, 0.005
 
 
@@ -123,13 +127,14 @@ async def run_step(port: int, n: int, bot: psutil.Process) -> dict[str, Any]:
     start = loop.time()
     measure_from, measure_to = start + WARM_UP, start + WARM_UP + MEASURE
     marks: dict[str, tuple[float, float, float]] = {}  # window edge -> (wall, ours, bot's)
-    number = fed = tick = 0
+    number = fed = slot = 0
     while (now := loop.time()) < measure_to + DRAIN:
         measuring = measure_from <= now < measure_to
         edge = "from" if measuring else "to" if now >= measure_to else None
         if edge is not None and edge not in marks:
             marks[edge] = (time.perf_counter(), _cpu(me), _cpu(bot))
-        for call in calls:
+        tick, phase = divmod(slot, SLOTS)
+        for call in calls[phase::SLOTS]:
             if now < measure_to:
                 number += 1
                 if measuring:
@@ -138,8 +143,8 @@ async def run_step(port: int, n: int, bot: psutil.Process) -> dict[str, Any]:
                 frame = number.to_bytes(4) + b"\xff" * (FRAME - 4)
                 call.stream.received(frame, tick * 0.02, now)
             call.stream.next_frame()
-        tick += 1
-        await asyncio.sleep(max(0.0, start + tick * 0.02 - loop.time()))
+        slot += 1
+        await asyncio.sleep(max(0.0, start + slot * 0.02 / SLOTS - loop.time()))
     for call in calls:
         call.stream.end(StreamClosed("benchmark over"))
     await asyncio.gather(*flows, return_exceptions=True)
