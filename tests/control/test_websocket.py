@@ -542,20 +542,25 @@ def test_options_take_wss_with_defaults() -> None:
 # -- through the controller -------------------------------------------------------------
 
 
-async def test_a_failure_is_counted_in_metrics_through_the_controller(
+async def test_a_did_routed_to_its_own_websocket_bot_counts_its_failure_in_metrics(
     unreachable_url: str, double: EslDouble, controller_on: Callable[..., Awaitable[Controller]]
 ) -> None:
-    """Routed to ``websocket`` on the ESL double: the unreachable bot's call is finished
-    with the fallback payload, and ``ivagate_bot_failures_total`` counts it."""
+    """A URL per DID: the class listed again as ``sales`` with its own options, the DID
+    routed to it. Through the controller on the ESL double, its unreachable bot's call is
+    finished with the fallback payload, counted in ``ivagate_bot_failures_total``."""
+    fallback = {"action": "finish", "payload": {"error": "sales_down"}}
     controller = await controller_on(
-        call={"bot_options": {"websocket": options(unreachable_url)}},
-        routing={"default_bot": "websocket"},
+        call={
+            "bots": {"sales": "ivagate.bots.websocket:WebSocketBot"},
+            "bot_options": {"sales": options(unreachable_url, fallback=fallback)},
+        },
+        routing={"dids": {"15550002000": "sales"}},
     )
-    uuid = await double.park()
+    uuid = await double.park(did="15550002000")
     channel = double.channels[uuid]
     await double.wait_for(lambda: len(channel.infos) == 1)
-    assert channel.infos == [{"error": "websocket_unavailable", "final": True}]
+    assert channel.infos == [{"error": "sales_down", "final": True}]
     counted = controller.metrics.registry.get_sample_value(
-        "ivagate_bot_failures_total", {"bot": "websocket", "reason": "connect"}
+        "ivagate_bot_failures_total", {"bot": "sales", "reason": "connect"}
     )
     assert counted == 1.0
