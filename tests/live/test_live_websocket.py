@@ -245,3 +245,40 @@ async def test_dtmf_reaches_the_bot_and_the_callers_hangup_sends_stop(
     record = await record_of(controller, await caller)
     assert record.outcome is Outcome.DISCONNECTED, record
     assert messages[-1]["stop"]["callSid"] == record.uuid
+
+
+async def test_16_khz_linear_pcm_both_ways_when_the_url_asks_for_it(
+    edge: Edge, start_controller: StartController, peer: PeerBot
+) -> None:
+    """``ivagate_audio=l16-16000``: the bot hears the caller's 440 Hz tone as 16 kHz 16-bit
+    PCM, and its 1000 Hz answer in the same format reaches the caller; the mark after it
+    comes back once it played."""
+    options = {"url": f"{peer.url}?ivagate_audio=l16-16000", "allow_ws": True}
+    controller = await start_controller(
+        call={"bot_options": {"websocket": options}}, routing={"default_bot": "websocket"}
+    )
+    caller = asyncio.create_task(call(edge, "tls", play="tone:440:-6", tones=[440, 1000]))
+    assert (await peer.next())["event"] == "connected"
+    start = await peer.next()
+    assert start["start"]["mediaFormat"] == {
+        "encoding": "audio/x-l16",
+        "sampleRate": 16000,
+        "channels": 1,
+    }
+    heard = bytearray()
+    while len(heard) < 16000 * 2:  # a second
+        heard += base64.b64decode((await peer.next())["media"]["payload"])
+    samples = array("h", bytes(heard))
+    assert tone_power(samples, 16000, 440) > 0.8
+    answer = tone(1000, 1.0, -10, 16000).tobytes()
+    sent_at = time.monotonic()
+    await peer.send({"event": "media", "media": {"payload": base64.b64encode(answer).decode()}})
+    await peer.send({"event": "mark", "mark": {"name": "answer"}})
+    echo = await peer.next("media")
+    assert (echo["event"], echo["mark"]) == ("mark", {"name": "answer"})
+    assert time.monotonic() - sent_at >= 1.0  # not before its second of audio played
+    await peer.send({"event": "finish", "payload": {"intent": "Wideband"}})
+    record = await record_of(controller, await caller)
+    assert record.outcome is Outcome.SUCCESS, record
+    report = await caller
+    assert report.media is not None and report.media.tone_power[1000] > 0.8, report.render()
