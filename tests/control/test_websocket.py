@@ -20,6 +20,7 @@ import pytest
 from multidict import CIMultiDict, CIMultiDictProxy
 from pydantic import ValidationError
 
+from ivagate.bots import websocket
 from ivagate.bots.base import CallEnded, PayloadError, StreamClosed
 from ivagate.bots.websocket import WebSocketBot, WebSocketOptions, sign_token, verify_token
 from ivagate.calls.records import InfoRecord
@@ -564,3 +565,26 @@ async def test_a_did_routed_to_its_own_websocket_bot_counts_its_failure_in_metri
         "ivagate_bot_failures_total", {"bot": "sales", "reason": "connect"}
     )
     assert counted == 1.0
+
+
+async def test_a_bot_that_stops_reading_loses_caller_frames_not_the_call(
+    peer: PeerBot, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The bot reads nothing more: once the socket's buffers and a second of messages are
+    full, caller frames are dropped and counted; the call goes on, and its end is not held
+    up by the stuck bot longer than the close timeouts."""
+    monkeypatch.setattr(websocket, "CLOSE_TIMEOUT", 0.2)
+    running = await started(peer)
+    assert peer.socket is not None
+    peer.reading.clear()  # the peer's handler stops reading
+    frame = b"\xff" * ULAW_FRAME
+    sent = 0
+    while running.stream.frames_dropped == 0 and sent < 200_000:
+        running.stream.received(frame, sent * 0.02, 0.0)
+        sent += 1
+        await asyncio.sleep(0)
+    assert running.stream.frames_dropped > 0
+    assert running.call.failures == []
+    running.call.end()  # the relay ends within its close timeouts, stuck bot or not
+    assert isinstance(await running.done(), CallEnded)
+    peer.reading.set()

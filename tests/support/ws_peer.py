@@ -26,6 +26,8 @@ class PeerBot:
         self.socket: web.WebSocketResponse | None = None
         self.connected = asyncio.Event()
         self.closed = asyncio.Event()
+        self.reading = asyncio.Event()  # cleared: the handler stops reading (a stuck bot)
+        self.reading.set()
         app = web.Application()
         app.router.add_get("/bot", self._handle)
         self.server = TestServer(app)
@@ -45,6 +47,7 @@ class PeerBot:
         self.connected.set()
         async for message in ws:
             self.messages.put_nowait(json.loads(message.data))
+            await self.reading.wait()
         self.closed.set()
         return ws
 

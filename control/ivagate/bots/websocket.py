@@ -221,6 +221,7 @@ class WebSocketBot(Bot):
                     headers=headers,
                     ssl=tls,
                     max_msg_size=settings.max_message_bytes,
+                    timeout=aiohttp.ClientWSTimeout(ws_close=CLOSE_TIMEOUT),
                 )
         except aiohttp.ClientSSLError as exc:
             raise _BotFailed("tls", repr(exc)) from exc
@@ -333,10 +334,13 @@ class _Relay:
                 await self._commands.join()
         self._send("stop", {"accountSid": self.settings.account_sid, "callSid": self.call.uuid})
         self._outbox.put_nowait(None)
+        # each bounded: a bot that stopped reading holds the writer, then the close frame
         with contextlib.suppress(TimeoutError, aiohttp.ClientError, ConnectionError):
             async with asyncio.timeout(CLOSE_TIMEOUT):
                 await writer
-                await self.ws.close()
+        with contextlib.suppress(TimeoutError, aiohttp.ClientError, ConnectionError):
+            async with asyncio.timeout(CLOSE_TIMEOUT):
+                await self.ws.close()  # cancelled, it drops the connection
 
     async def _uplink(self) -> None:
         """The caller's frames as ``media``; a bot that reads too slowly loses frames."""
