@@ -1,12 +1,11 @@
-"""Run every benchmark, or the ones named:
-``python -m benchmarks [controller] [edge] [stack] [websocket]``."""
+"""Run every benchmark, or the ones named: ``python -m benchmarks [NAME...]`` (``BENCHMARKS``)."""
 
 from __future__ import annotations
 
 import importlib
 import sys
 
-BENCHMARKS = ("controller", "edge", "stack", "websocket")
+BENCHMARKS = ("controller", "edge", "stack", "audio", "websocket")
 
 
 def main(argv: list[str]) -> int:

@@ -35,27 +35,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import os
 import re
-import signal
-import socket
-import statistics
-import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import Any
 
-import aiohttp
 import psutil
-from prometheus_client.parser import text_string_to_metric_families
 
 from benchmarks.controller_bot import BenchBot
 from benchmarks.cores import pinning, started_on
+from benchmarks.ivagate_run import ROOT, Controller, controller_process
+from benchmarks.measure import CpuMeter, percentile
 from ivagate_kit.esl_double import Channel, EslDouble
 
 __all__ = ["main"]
@@ -73,36 +66,8 @@ TARGET_CPU = 0.15
 TARGET_RSS = 200 * 2**20
 DRIVER_CORE = 0  # this process: the ESL double and the calls it plays
 CONTROLLER_CORE = 1  # the controller alone
-TOKEN = "bench"
-ROOT = Path(__file__).resolve().parents[1]
 ESL_RECORDINGS = ROOT / "tests" / "fixtures" / "freeswitch-1.10.12" / "esl"  # what the double plays
 _STAMP = re.compile(r'"t": ([0-9.e+-]+)')
-
-
-@dataclass
-class Controller:
-    """The ``ivagate run`` process under test and a client of its API."""
-
-    process: subprocess.Popen[bytes]
-    api: str
-
-    @property
-    def stats(self) -> psutil.Process:
-        return psutil.Process(self.process.pid)
-
-    async def metric(self, name: str, **labels: str) -> float:
-        async with (
-            aiohttp.ClientSession() as session,
-            session.get(f"{self.api}/metrics") as response,
-        ):
-            text = await response.text()
-        for family in text_string_to_metric_families(text):
-            for sample in family.samples:
-                if sample.name == name and all(
-                    sample.labels.get(k) == v for k, v in labels.items()
-                ):
-                    return float(sample.value)
-        return 0.0
 
 
 # What the edge adds to every INVITE it forwards (kamailio/): the media node sees no call
@@ -157,47 +122,6 @@ class Caller:
         return sum(1 for c in self.open.values() if c.infos and c.infos[-1].get("final"))
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@contextlib.contextmanager
-def controller_process(
-    esl_port: int, esl_password: str, log: Path, core: int | None = None
-) -> Iterator[Controller]:
-    """``ivagate run`` with ``BenchBot`` for every call, on ``core`` when given; its log to
-    ``log``."""
-    port = free_port()
-    env = {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
-        "IVAGATE_ESL__HOST": "127.0.0.1",
-        "IVAGATE_ESL__PORT": str(esl_port),
-        "IVAGATE_ESL__PASSWORD": esl_password,
-        "IVAGATE_API__PORT": str(port),
-        "IVAGATE_API__TOKEN": TOKEN,
-        "IVAGATE_ROUTING__DEFAULT_BOT": BenchBot.name,
-        "IVAGATE_CALL__BOTS": json.dumps({BenchBot.name: f"{BenchBot.__module__}:BenchBot"}),
-        "IVAGATE_CALL__FINAL_BYE_TIMEOUT": "120",
-    }
-    env.pop("IVAGATE_CONFIG_FILE", None)
-    command = [str(Path(sys.executable).with_name("ivagate")), "run"]
-    pinned = contextlib.nullcontext() if core is None else started_on(core)
-    with log.open("wb") as out, pinned:
-        process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=out, stderr=out)
-    try:
-        yield Controller(process, f"http://127.0.0.1:{port}")
-    finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-
 def info_latencies(double: EslDouble, since: float) -> list[float]:
     """Seconds from each INFO's ``t`` stamp to the double reading its command."""
     return [
@@ -207,32 +131,6 @@ def info_latencies(double: EslDouble, since: float) -> list[float]:
         and command.startswith("api uuid_send_info")
         and (match := _STAMP.search(command))
     ]
-
-
-def busy(before: Any, after: Any) -> float:
-    """CPU seconds (user + system) between two ``cpu_times()``."""
-    return float((after.user + after.system) - (before.user + before.system))
-
-
-class CpuMeter:
-    """The CPU of the controller and of this process (driver and double) over a stretch of
-    time, as shares of one core, with the host's steal meanwhile."""
-
-    def __init__(self, controller: Controller) -> None:
-        self.processes = (controller.stats, psutil.Process())
-        self.started = [p.cpu_times() for p in self.processes]
-        self.steal, self.at = psutil.cpu_times().steal, time.perf_counter()
-
-    def read(self) -> dict[str, float]:
-        ended = [p.cpu_times() for p in self.processes]
-        window = time.perf_counter() - self.at
-        cpu, double_cpu = (busy(a, b) / window for a, b in zip(self.started, ended, strict=True))
-        steal = (psutil.cpu_times().steal - self.steal) / (window * (psutil.cpu_count() or 1))
-        return {"cpu": cpu, "double_cpu": double_cpu, "steal": steal}
-
-
-def percentile(values: list[float], q: int) -> float:
-    return statistics.quantiles(values, n=100, method="inclusive")[q - 1]
 
 
 async def wait_until(condition: Callable[[], bool], seconds: float, what: str) -> None:
@@ -250,7 +148,7 @@ async def rate_phase(double: EslDouble, controller: Controller) -> dict[str, flo
     async with caller.hanging_up():
         offering = asyncio.create_task(caller.offer(calls, RATE))
         await asyncio.sleep(WARMUP)
-        meter = CpuMeter(controller)
+        meter = CpuMeter({"cpu": controller.stats, "double_cpu": psutil.Process()})
         await offering
         cpu = meter.read()
     finished = time.perf_counter()
@@ -281,7 +179,7 @@ async def peak_phase(double: EslDouble, controller: Controller) -> dict[str, flo
     CPU of each side meanwhile: the one near a whole core set the figure."""
     caller = Caller(double, hold=0.0)
     started = time.perf_counter()
-    meter = CpuMeter(controller)
+    meter = CpuMeter({"cpu": controller.stats, "double_cpu": psutil.Process()})
     async with caller.hanging_up():
         await caller.offer(PEAK_CALLS, PEAK_RATE)
     return {"calls_per_s": PEAK_CALLS / (time.perf_counter() - started), **meter.read()}
@@ -294,7 +192,7 @@ async def run() -> int:
         log = Path(tmp) / "controller.log"
         try:
             with controller_process(
-                double.port, double.password, log, CONTROLLER_CORE
+                double.port, double.password, log, CONTROLLER_CORE, bot=BenchBot
             ) as controller:
                 await wait_until(
                     lambda: double.global_vars.get("ivagate_ready") == "true", 30, "ivagate_ready"

@@ -30,10 +30,8 @@ import csv
 import os
 import re
 import shutil
-import statistics
 import tempfile
 import time
-import urllib.request
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
@@ -45,7 +43,9 @@ from tests.support.edge import CALLER, Edge, EdgeSetup, start_caller, write_cert
 from tests.support.freeswitch import CONF_DIR, find_binary
 from tests.support.fs_node import LiveNode, live_freeswitch
 
-from benchmarks.controller import Controller, controller_process
+from benchmarks.controller_bot import BenchBot
+from benchmarks.ivagate_run import Controller, controller_process, wait_ready
+from benchmarks.measure import cpu_seconds, percentile
 from ivagate_kit import CallPlan, run_load
 
 __all__ = ["main"]
@@ -100,11 +100,6 @@ class Flow:
     @property
     def early_infos(self) -> int:
         return sum(step.early_infos for step in self.steps) + self.emulator_early
-
-
-def cpu_seconds(process: psutil.Process) -> float:
-    times = process.cpu_times()
-    return float(times.user + times.system)
 
 
 class Meters:
@@ -235,18 +230,6 @@ def bench_tree(workdir: Path) -> Path:
     return tree
 
 
-def wait_ready(controller: Controller, seconds: float = 30) -> None:
-    """Until the controller has connected and opened the node (``/readyz`` answers 200)."""
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(f"{controller.api}/readyz", timeout=2):
-                return
-        except OSError:  # refused, or 503 (HTTPError) until ready
-            time.sleep(0.2)
-    raise TimeoutError("the controller never became ready")
-
-
 @contextmanager
 def stack(binary: str, workdir: Path, *, with_controller: bool) -> Iterator[Meters]:
     """FreeSWITCH, the controller (flow a) and the edge, started in that order."""
@@ -259,7 +242,7 @@ def stack(binary: str, workdir: Path, *, with_controller: bool) -> Iterator[Mete
         if with_controller:
             log = workdir / "controller.log"
             controller = started.enter_context(
-                controller_process(node.esl_port, node.esl_password, log)
+                controller_process(node.esl_port, node.esl_password, log, bot=BenchBot)
             )
             wait_ready(controller)
         setup = EdgeSetup(
@@ -288,7 +271,7 @@ def run_flow(binary: str, workdir: Path, flow: Flow, *, with_controller: bool) -
 def ms(values: list[float], q: int) -> str:
     if len(values) < 2:
         return "-"
-    return f"{statistics.quantiles(values, n=100, method='inclusive')[q - 1]:.1f}"
+    return f"{percentile(values, q):.1f}"
 
 
 def report(flows: list[Flow]) -> bool:

@@ -21,7 +21,6 @@ import json
 import math
 import os
 import socket
-import statistics
 import subprocess
 import sys
 import time
@@ -37,6 +36,7 @@ from ivagate.bots.websocket import WebSocketBot
 from ivagate.media import AudioError, AudioStream, StreamClosed
 
 from .cores import started_on
+from .measure import CpuMeter, percentile
 
 BOT_CORE, CONTROLLER_CORE = 0, 1
 STEPS = (100, 200, 300, 400)
@@ -107,11 +107,6 @@ class BenchCall:
         self.stream.end(StreamClosed("hung up"))
 
 
-def _cpu(process: psutil.Process) -> float:
-    times = process.cpu_times()
-    return float(times.user + times.system)
-
-
 async def run_step(port: int, n: int, bot: psutil.Process) -> dict[str, Any]:
     """N calls for WARM_UP + MEASURE seconds of caller audio, then DRAIN for the last echoes;
     frames of the MEASURE window are timed and counted."""
@@ -126,13 +121,15 @@ async def run_step(port: int, n: int, bot: psutil.Process) -> dict[str, Any]:
         await asyncio.gather(*(c.streaming.wait() for c in calls))  # every call connected
     start = loop.time()
     measure_from, measure_to = start + WARM_UP, start + WARM_UP + MEASURE
-    marks: dict[str, tuple[float, float, float]] = {}  # window edge -> (wall, ours, bot's)
+    meter: CpuMeter | None = None
+    cpu: dict[str, float] = {}
     number = fed = slot = 0
     while (now := loop.time()) < measure_to + DRAIN:
         measuring = measure_from <= now < measure_to
-        edge = "from" if measuring else "to" if now >= measure_to else None
-        if edge is not None and edge not in marks:
-            marks[edge] = (time.perf_counter(), _cpu(me), _cpu(bot))
+        if measuring and meter is None:
+            meter = CpuMeter({"relays": me, "bot": bot})
+        if now >= measure_to and meter is not None and not cpu:
+            cpu = meter.read()
         tick, phase = divmod(slot, SLOTS)
         for call in calls[phase::SLOTS]:
             if now < measure_to:
@@ -148,18 +145,17 @@ async def run_step(port: int, n: int, bot: psutil.Process) -> dict[str, Any]:
     for call in calls:
         call.stream.end(StreamClosed("benchmark over"))
     await asyncio.gather(*flows, return_exceptions=True)
-    (wall0, ours0, bot0), (wall1, ours1, bot1) = marks["from"], marks["to"]
-    centiles = statistics.quantiles(delays, n=100) if len(delays) > 1 else [math.nan] * 99
     return {
-        "cpu": (ours1 - ours0) / (wall1 - wall0),
-        "bot_cpu": (bot1 - bot0) / (wall1 - wall0),
+        "cpu": cpu["relays"],
+        "wait": cpu["relays wait"],
+        "bot_cpu": cpu["bot"],
         "fed": fed,
         "lost": len(sent),
         "dropped": sum(c.stream.frames_dropped for c in calls),
         "errors": sum(c.stream.errors for c in calls),
         "failures": sorted({f for c in calls for f in c.failures}),
-        "p50": centiles[49],
-        "p99": centiles[98],
+        "p50": percentile(delays, 50) if len(delays) > 1 else math.nan,
+        "p99": percentile(delays, 99) if len(delays) > 1 else math.nan,
     }
 
 
@@ -207,14 +203,15 @@ async def run(port: int, bot: psutil.Process) -> int:
     p99_at_target = float("nan")
     print(
         f"{'streams':>8} {'cpu':>6} {'per core':>9} {'lost':>5} {'dropped':>8} "
-        f"{'p50 ms':>7} {'p99 ms':>7} {'bot cpu':>8}"
+        f"{'p50 ms':>7} {'p99 ms':>7} {'bot cpu':>8} {'waited':>7}"
     )
     for n in STEPS:
         r = await run_step(port, n, bot)
         per_core = n / r["cpu"] if r["cpu"] else float("inf")
         print(
             f"{n:>8} {r['cpu']:>6.1%} {per_core:>9.0f} {r['lost']:>5} {r['dropped']:>8} "
-            f"{r['p50'] * 1000:>7.2f} {r['p99'] * 1000:>7.2f} {r['bot_cpu']:>8.1%}"
+            f"{r['p50'] * 1000:>7.2f} {r['p99'] * 1000:>7.2f} {r['bot_cpu']:>8.1%} "
+            f"{r['wait']:>7.1%}"
             + (f"  audio errors {r['errors']}" if r["errors"] else "")
             + (f"  failures {r['failures']}" if r["failures"] else "")
         )

@@ -110,9 +110,10 @@ def write_wav(path: str | Path, samples: array[int], rate: int = RATE) -> None:
 
 def play_frames(spec: str) -> Iterator[bytes]:
     """The µ-law payloads, 20 ms each and endless, of what a plan plays: ``silence``,
-    ``tone:HZ`` or ``tone:HZ:DBFS`` (integer Hz below 4000; DBFS 0 or below, default 0), or
-    the path of a WAV file (``read_wav``), played once and followed by silence. ValueError
-    names what is wrong with ``spec``."""
+    ``tone:HZ``, ``tone:HZ:DBFS`` (integer Hz below 4000; DBFS 0 or below, default 0) or
+    ``tone:HZ:DBFS:SECONDS`` (that long, then silence), or the path of a WAV file
+    (``read_wav``), played once and followed by silence. ValueError names what is wrong with
+    ``spec``."""
     silence = cycle([ulaw_encode([0] * FRAME_SAMPLES)])
     if spec == "silence":
         return silence
@@ -121,13 +122,20 @@ def play_frames(spec: str) -> Iterator[bytes]:
         samples = read_wav(spec)
         samples.extend([0] * (-len(samples) % FRAME_SAMPLES))
         return chain(_frames(ulaw_encode(samples)), silence)
-    freq, _, level = args.partition(":")
+    freq, _, rest = args.partition(":")
+    level, _, length = rest.partition(":")
     try:
-        hz, dbfs = int(freq), float(level or 0)
+        hz, dbfs, seconds = int(freq), float(level or 0), float(length or 0)
     except ValueError:
-        raise ValueError(f"play: expected tone:HZ[:DBFS], not {spec!r}") from None
-    if not 0 < hz < RATE // 2 or dbfs > 0:
-        raise ValueError(f"play: tone needs 0 < HZ < {RATE // 2} and DBFS <= 0, not {spec!r}")
+        raise ValueError(f"play: expected tone:HZ[:DBFS[:SECONDS]], not {spec!r}") from None
+    if not 0 < hz < RATE // 2 or dbfs > 0 or seconds < 0:
+        raise ValueError(
+            f"play: tone needs 0 < HZ < {RATE // 2}, DBFS <= 0, SECONDS >= 0, not {spec!r}"
+        )
+    if seconds:  # a burst, then silence: something a bot can answer after the pause
+        burst = tone(hz, seconds, dbfs)
+        burst.extend([0] * (-len(burst) % FRAME_SAMPLES))
+        return chain(_frames(ulaw_encode(burst)), silence)
     return cycle(_frames(ulaw_encode(tone(hz, 1.0, dbfs))))  # whole cycles in 1 s: no seam
 
 

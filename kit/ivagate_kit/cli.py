@@ -95,8 +95,8 @@ def _emulate_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--play",
         default="silence",
-        help="what the caller says once answered: silence (default), tone:HZ[:DBFS], or a WAV "
-        "file (mono 16-bit, 8 or 16 kHz)",
+        help="what the caller says once answered: silence (default), tone:HZ[:DBFS[:SECONDS]] "
+        "(SECONDS: that long, then silence), or a WAV file (mono 16-bit, 8 or 16 kHz)",
     )
     p.add_argument("--record", metavar="PATH", help="write what the caller heard as a WAV")
     p.add_argument(

@@ -45,7 +45,7 @@ class CallPlan:
     ack_delay: float = 0.0  # seconds between the 2xx and our ACK (an INFO may come meanwhile)
     # False: signalling only, the offer names a port no socket is bound to (load runs)
     media: bool = True
-    play: str = "silence"  # sent once answered: "silence", "tone:HZ[:DBFS]" or a WAV path
+    play: str = "silence"  # once answered: "silence", "tone:HZ[:DBFS[:SECONDS]]" or a WAV path
     record: str | None = None  # a WAV file (8 kHz mono) of what the caller heard
     tones: list[int] = field(default_factory=lambda: [440])  # Hz whose power the report gives
 

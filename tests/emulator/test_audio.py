@@ -110,6 +110,8 @@ def test_what_a_plan_plays(tmp_path: Path) -> None:
     frames = list(islice(play_frames(str(tmp_path / "a.wav")), 4))
     assert [len(f) for f in frames] == [FRAME_SAMPLES] * 4
     assert frames[0] != silence and frames[1][-1] == 0xFF and frames[2:] == [silence] * 2
-    for bad in ("tone:abc", "tone:0", "tone:440:3", "tone:5000"):
+    burst = list(islice(play_frames("tone:440:-6:0.1"), 7))  # five frames of tone, then quiet
+    assert all(f != silence for f in burst[:5]) and burst[5:] == [silence] * 2
+    for bad in ("tone:abc", "tone:0", "tone:440:3", "tone:5000", "tone:440:-6:-1"):
         with pytest.raises(ValueError):
             play_frames(bad)

@@ -8,7 +8,10 @@ a test's routing and timers are its own and nothing it leaves behind reaches the
 
 from __future__ import annotations
 
+import shutil
+import subprocess
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -38,6 +41,24 @@ def edge(tmp_path_factory: pytest.TempPathFactory, freeswitch: LiveNode) -> Iter
     setup = EdgeSetup(nodes=[freeswitch.uri], tls_dir=tls_dir)
     with Edge(tmp_path_factory.mktemp("edge"), setup) as running:
         yield running
+
+
+@pytest.fixture(scope="module")
+def speech(tmp_path_factory: pytest.TempPathFactory) -> dict[int, Path]:
+    """A sentence spoken by Debian's espeak-ng, as mono 16-bit WAVs at 8 and 16 kHz (sox
+    resamples), by rate."""
+    for tool in ("espeak-ng", "sox"):
+        assert shutil.which(tool), f"{tool} is missing: scripts/install-deps installs it"
+    work = tmp_path_factory.mktemp("speech")
+    spoken = work / "spoken.wav"
+    subprocess.run(["espeak-ng", "-w", str(spoken), "Hello, this is the bot speaking."], check=True)
+    wavs = {rate: work / f"speech-{rate}.wav" for rate in (8000, 16000)}
+    # its trailing quiet cut, so that the reply's last frame is speech the caller must hear
+    trim = ["reverse", "silence", "1", "0.02", "1%", "reverse"]
+    for rate, wav in wavs.items():
+        sox = ["sox", str(spoken), "-r", str(rate), "-c", "1", "-b", "16", str(wav), *trim]
+        subprocess.run(sox, check=True)
+    return wavs
 
 
 @pytest.fixture

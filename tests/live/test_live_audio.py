@@ -4,49 +4,22 @@
 
 from __future__ import annotations
 
-import shutil
-import subprocess
 from array import array
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
-from live_calls import call, record_of, until
+from live_calls import call, record_of, until, voiced_seconds
 
 from ivagate.bots.base import Outcome
 from ivagate.controller import Controller
-from ivagate_kit.audio import HEARD_DBFS, read_wav, rms_dbfs, tone_power
+from ivagate_kit.audio import read_wav, rms_dbfs, tone_power
 from support import bots
 from support.edge import Edge
 
 pytestmark = [pytest.mark.kamailio, pytest.mark.freeswitch]
 
 StartController = Callable[..., Awaitable[Controller]]
-
-
-@pytest.fixture(scope="module")
-def speech(tmp_path_factory: pytest.TempPathFactory) -> dict[int, Path]:
-    """A sentence spoken by Debian's espeak-ng, as mono 16-bit WAVs at 8 and 16 kHz (sox
-    resamples), by rate."""
-    for tool in ("espeak-ng", "sox"):
-        assert shutil.which(tool), f"{tool} is missing: scripts/install-deps installs it"
-    work = tmp_path_factory.mktemp("speech")
-    spoken = work / "spoken.wav"
-    subprocess.run(["espeak-ng", "-w", str(spoken), "Hello, this is the bot speaking."], check=True)
-    wavs = {rate: work / f"speech-{rate}.wav" for rate in (8000, 16000)}
-    # its trailing quiet cut, so that the reply's last frame is speech the caller must hear
-    trim = ["reverse", "silence", "1", "0.02", "1%", "reverse"]
-    for rate, wav in wavs.items():
-        sox = ["sox", str(spoken), "-r", str(rate), "-c", "1", "-b", "16", str(wav), *trim]
-        subprocess.run(sox, check=True)
-    return wavs
-
-
-def _voiced_seconds(samples: array[int], rate: int) -> float:
-    """Seconds of 20 ms frames above the kit's 'heard' level."""
-    step = rate // 50
-    frames = [samples[i : i + step] for i in range(0, len(samples) - step + 1, step)]
-    return sum(rms_dbfs(f) > HEARD_DBFS for f in frames) * 0.02
 
 
 @pytest.mark.parametrize(("rate", "encoding"), [(8000, "l16"), (16000, "l16"), (8000, "pcmu")])
@@ -59,10 +32,11 @@ async def test_stream_opens_carries_frames_and_closes(
     report = await call(edge, "tls", headers={"X-Bot-Id": "AudioSmoke"})
     record = await record_of(controller, report)
     assert record.outcome is Outcome.SUCCESS, (record, bots.AudioSmoke.seen, report.render())
-    assert bots.AudioSmoke.seen[:3] == [
+    assert bots.AudioSmoke.seen[:4] == [
         ("mark", True),
         ("frames", 50, {rate // 50 * (2 if encoding == "l16" else 1)}),
         ("closed", True),
+        ("played after close", True),
     ]
 
 
@@ -91,11 +65,12 @@ async def test_the_bot_hears_the_callers_tone_and_the_caller_hears_the_bots_spee
     samples = array("h", heard)
     assert len(samples) == rate  # one second
     assert tone_power(samples, rate, 440) > 0.8
+    assert -11 < rms_dbfs(samples) < -7  # the caller's sine peaks at -6 dBFS: -9 dB RMS
     assert tone_power(samples, rate, 1000) < 0.05
 
     media = report.media
     assert media is not None and media.srtp is (transport == "tls") and media.srtp_failures == 0
-    expected = _voiced_seconds(read_wav(reply), 8000)  # the caller hears 8 kHz
+    expected = voiced_seconds(read_wav(reply), 8000)  # the caller hears 8 kHz
     assert abs(media.heard_seconds - expected) < 0.15 * expected, (media.heard_seconds, expected)
     last_heard = max(end for _, end in media.active_spans)
     assert played is True
@@ -161,9 +136,52 @@ async def test_the_parrot_repeats_what_the_caller_said_after_a_pause(
     ]
     media = report.media
     assert media is not None
-    expected = _voiced_seconds(read_wav(said), 8000)
+    expected = voiced_seconds(read_wav(said), 8000)
     assert abs(media.heard_seconds - expected) < 0.2 * expected, (media.heard_seconds, expected)
     assert media.first_sent_at is not None
     heard_from = min(start for start, _ in media.active_spans)
     # it spoke after the caller's sentence and the parrot's 0.6 s pause, not over it
     assert heard_from > media.first_sent_at + len(read_wav(said)) / 8000 + 0.5
+
+
+async def test_a_bot_that_stops_reading_or_writes_bad_audio_loses_frames_not_the_call(
+    edge: Edge, start_controller: StartController
+) -> None:
+    """Unread caller frames are dropped (the newest half second kept) and counted; audio of
+    the wrong size or rate is refused with a clear error and counted; the call goes on to
+    its final intent."""
+    controller = await start_controller()
+    bots.BadAudio.seen.clear()
+    report = await call(edge, "tls", headers={"X-Bot-Id": "BadAudio"}, play="tone:440:-6")
+    record = await record_of(controller, report)
+    assert record.outcome is Outcome.SUCCESS, (record, report.render())
+    refused, wrong_rate, (_, dropped) = bots.BadAudio.seen[:3]
+    assert refused[:2] == ("refused", "size") and "whole number of samples" in refused[2]
+    assert wrong_rate[:2] == ("refused", "rate") and "8000 Hz on a 16000 Hz stream" in wrong_rate[2]
+    assert dropped > 25  # 1.5 s is 75 frames; 25 are kept
+    metrics = {
+        (m.name, tuple(sorted(m.labels.items()))): m.value
+        for family in controller.metrics.registry.collect()
+        for m in family.samples
+    }
+    assert metrics["ivagate_audio_frames_total", (("direction", "dropped"),)] == dropped
+    assert metrics["ivagate_audio_errors_total", (("reason", "size"),)] == 1
+    assert metrics["ivagate_audio_errors_total", (("reason", "rate"),)] == 1
+    assert metrics["ivagate_audio_streams_total", ()] == 1
+
+
+async def test_the_bots_hangup_ends_its_stream_and_the_callers_audio(
+    edge: Edge, start_controller: StartController
+) -> None:
+    controller = await start_controller()
+    bots.HangupMidStream.seen.clear()
+    report = await call(edge, "udp", headers={"X-Bot-Id": "HangupMidStream"}, tones=[1000])
+    record = await record_of(controller, report)
+    assert record.outcome is Outcome.FAILED  # hung up without a final intent
+    assert report.bye_from_remote
+    await until(lambda: len(bots.HangupMidStream.seen) >= 2, "the bot's stream ended")
+    (_, unread), closed = bots.HangupMidStream.seen[:2]
+    assert unread <= 25 and closed == ("closed", True)  # media.inbound_frames at most
+    media = report.media
+    assert media is not None and media.tone_power[1000] > 0.8
+    assert 0.3 < media.heard_seconds < 0.8, media.heard_seconds

@@ -9,12 +9,13 @@ import wave
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
-from ivagate.bots.base import Bot, Call, CallEnded, Outcome, PayloadError
+from ivagate.bots.base import AudioError, Bot, Call, CallEnded, Outcome, PayloadError
 from ivagate.calls.session import CallSession
 from ivagate_kit.audio import tone
 
 __all__ = [
     "AudioSmoke",
+    "BadAudio",
     "BargeIn",
     "Broken",
     "BrokenInit",
@@ -22,6 +23,7 @@ __all__ = [
     "Daydream",
     "FinishOnly",
     "Gated",
+    "HangupMidStream",
     "Listen",
     "LongPlay",
     "Payloads",
@@ -243,6 +245,8 @@ class AudioSmoke(Recording):
         seen.append(("frames", stream.frames_in, sizes))
         await stream.close()
         seen.append(("closed", stream.closed))
+        await call.play("silence_stream://100")  # the call is back in park: apps run again
+        seen.append(("played after close", True))
         await call.finish({"intent": "Heard"})
 
 
@@ -305,3 +309,39 @@ class BargeIn(Recording):
         await asyncio.sleep(1.0)
         await stream.close()
         await call.finish({"intent": "Cleared"})
+
+
+class BadAudio(Recording):
+    """A bot that stops reading its stream for 1.5 s, then writes audio the stream cannot
+    take, then finishes: the call must go on through all of it."""
+
+    seen: ClassVar[list[Any]] = []
+
+    async def on_call_start(self, call: Call) -> None:
+        await self.answer(call)
+        stream = await call.open_stream(16000)
+        await asyncio.sleep(1.5)  # the caller's frames pile up unread
+        for bad in ({"pcm": b"\0" * 3}, {"pcm": b"\0" * 640, "rate": 8000}):
+            try:
+                stream.play(**bad)  # type: ignore[arg-type]
+            except AudioError as refused:
+                type(self).seen.append(("refused", refused.reason, str(refused)))
+        type(self).seen.append(("dropped", stream.frames_dropped))
+        await stream.close()
+        await call.finish({"intent": "Survived"})
+
+
+class HangupMidStream(Recording):
+    """Speaks a long tone and hangs up half a second in: its own stream ends too."""
+
+    seen: ClassVar[list[Any]] = []
+
+    async def on_call_start(self, call: Call) -> None:
+        await self.answer(call)
+        stream = await call.open_stream(8000)
+        stream.play(tone(1000, 5.0, -10, stream.rate).tobytes())
+        await asyncio.sleep(0.5)
+        await call.hangup()
+        # the frames it had not read yet, then the loop ends
+        type(self).seen.append(("frames after hangup", len([f async for f in stream])))
+        type(self).seen.append(("closed", stream.closed))

@@ -1,10 +1,11 @@
 """The ``parrot`` bot: the live audio API in one screen. It repeats what the caller says once
 the caller pauses, stops talking the moment the caller talks over it (barge-in), and after
-``turns`` repetitions sends the final intent.
+``turns`` repetitions, or once the caller has said nothing for ``idle`` seconds, sends the
+final intent.
 
 Options (``call.bot_options.parrot``): ``rate`` (8000 or 16000, default 16000), ``pause``
 (seconds of quiet that end an utterance, 0.6), ``level`` (dBFS above which a frame is speech,
--40), ``turns`` (3).
+-40), ``turns`` (3), ``idle`` (5).
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ class ParrotBot(Bot):
         self.pause = float(options.get("pause", 0.6))
         self.level = float(options.get("level", -40.0))
         self.turns = int(options.get("turns", 3))
+        self.idle = float(options.get("idle", 5.0))
 
     async def on_call_start(self, call: Call) -> None:
         await call.answer()
@@ -45,7 +47,8 @@ class ParrotBot(Bot):
         await call.finish({"intent": "Parrot", "turns": turns})
 
     async def repeat(self, call: Call, stream: AudioStream) -> int:
-        """Listen and repeat until ``turns`` utterances were played back whole."""
+        """Listen and repeat until ``turns`` utterances were played back whole, or the
+        caller stayed quiet for ``idle`` seconds; how many were."""
         utterance, quiet, turns = bytearray(), 0.0, 0
         reply = None  # the mark of what is being played back
         async for frame in stream:
@@ -66,4 +69,6 @@ class ParrotBot(Bot):
                 reply = None
                 if turns >= self.turns:
                     break
+            if quiet >= self.idle and not stream.playing:
+                break
         return turns
