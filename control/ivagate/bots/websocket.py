@@ -257,6 +257,7 @@ class _Relay:
         self._outbox: asyncio.Queue[str | None] = asyncio.Queue()  # None: close
         self._commands: asyncio.Queue[ms.Command] = asyncio.Queue()
         self._ending = False  # the bot asked for finish or hangup: its close is no failure
+        self._refused_audio = False
 
     async def run(self) -> None:
         """Relay until the stream ends (``stop``, then its error: ``CallEnded`` once the call
@@ -401,7 +402,9 @@ class _Relay:
         try:
             self.stream.play(audio)
         except AudioError as exc:  # counted by the stream; this message is dropped
-            log.warning("bot audio refused: %s", exc, extra=log_ids(self.call))
+            if not self._refused_audio:  # once a call: a bot that overfills does it 50 times/s
+                log.warning("bot audio refused: %s", exc, extra=log_ids(self.call))
+            self._refused_audio = True
 
     def _played(self, name: str, played: asyncio.Future[bool]) -> None:
         if played.result():  # False: cleared (echoed then) or the stream ended
