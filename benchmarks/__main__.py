@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 import sys
 
-BENCHMARKS = ("controller", "edge", "stack", "audio")
+BENCHMARKS = ("controller", "edge", "stack", "audio", "websocket")
 
 
 def main(argv: list[str]) -> int:

@@ -53,6 +53,13 @@ class Metrics:
             ["status"],
             registry=registry,
         )
+        self.bot_failures = Counter(
+            "ivagate_bot_failures_total",
+            "Failures of a bot's own service (the websocket bot's connection, its protocol), "
+            "by bot and reason; the call got the bot's fallback",
+            ["bot", "reason"],
+            registry=registry,
+        )
         self.audio_tick_late = Histogram(
             "ivagate_audio_tick_late_seconds",
             "How late the audio pacer's 20 ms ticks ran against their schedule: the bots' "

@@ -172,6 +172,10 @@ class Call(Protocol):
     async def hangup(self, cause: str = "NORMAL_CLEARING") -> None:
         """Hang up now (BYE to RingCX)."""
 
+    def count_failure(self, reason: str) -> None:
+        """Count a failure of the bot's own service (``reason``: one short word, from a
+        fixed set) in ``ivagate_bot_failures_total{bot, reason}``."""
+
 
 class Bot:
     """Base class of bots. Subclass it, set ``name`` and override the hooks you need."""

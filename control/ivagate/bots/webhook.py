@@ -73,6 +73,7 @@ from pydantic import (
 
 from ivagate import __version__
 from ivagate.bots.base import Bot, Call, HangupCause, Outcome, PayloadError
+from ivagate.bots.described import invite_headers, log_ids
 
 __all__ = [
     "PROTOCOL_VERSION",
@@ -82,6 +83,7 @@ __all__ = [
     "Reply",
     "WebhookBot",
     "WebhookOptions",
+    "fall_back",
     "sign",
 ]
 
@@ -224,7 +226,7 @@ class WebhookBot(Bot):
 
     async def on_call_start(self, call: Call) -> None:
         await call.answer()
-        event: _Event | None = _Event(name="start", data={"headers": _headers(call)})
+        event: _Event | None = _Event(name="start", data={"headers": invite_headers(call)})
         while event is not None:
             try:
                 reply = await self._post(call, event, 1 + self.settings.retries)
@@ -241,7 +243,7 @@ class WebhookBot(Bot):
             # One attempt: the call is over and nobody waits for the reply.
             await self._post(call, _Event(name="hangup", data={"outcome": str(outcome)}), 1)
         except _WebhookUnavailable as exc:
-            log.warning("hangup event not delivered: %s", exc, extra=_ids(call))
+            log.warning("hangup event not delivered: %s", exc, extra=log_ids(call))
         finally:
             if self._session is not None:
                 await self._session.close()
@@ -285,16 +287,8 @@ class WebhookBot(Bot):
         return _Event(name="dtmf", data={"digit": digit})
 
     async def _fall_back(self, call: Call, reason: str) -> None:
-        log.error("webhook fallback (%s): %s", self.fallback.action, reason, extra=_ids(call))
-        if isinstance(self.fallback, Hangup):
-            await call.hangup(self.fallback.cause)
-            return
-        try:
-            await call.finish(self.fallback.payload)
-        except PayloadError as exc:
-            # Posting an ``error`` event could loop on the broken webhook: end the call instead.
-            log.error("fallback payload refused, hanging up: %s", exc, extra=_ids(call))
-            await call.hangup()
+        log.error("webhook fallback (%s): %s", self.fallback.action, reason, extra=log_ids(call))
+        await fall_back(call, self.fallback)
 
     async def _post(self, call: Call, event: _Event, attempts: int) -> Reply:
         """POST ``event`` (up to ``attempts`` times) and parse the reply."""
@@ -351,14 +345,22 @@ class WebhookBot(Bot):
         return self._session
 
 
+async def fall_back(call: Call, action: Finish | Hangup) -> None:
+    """Carry out a built-in bot's fallback: ``finish`` with its payload (hang up if that is
+    refused: reporting the refusal could loop on the broken service), or ``hangup``."""
+    if isinstance(action, Hangup):
+        await call.hangup(action.cause)
+        return
+    try:
+        await call.finish(action.payload)
+    except PayloadError as exc:
+        log.error("fallback payload refused, hanging up: %s", exc, extra=log_ids(call))
+        await call.hangup()
+
+
 def _refused(call: Call, action: Update | Finish, exc: PayloadError) -> _Event:
-    log.warning("%s refused: %s", action.action, exc, extra=_ids(call))
+    log.warning("%s refused: %s", action.action, exc, extra=log_ids(call))
     return _Event(name="error", data={"action": action.model_dump(), "reason": str(exc)})
-
-
-def _ids(call: Call) -> dict[str, str]:
-    """Log record fields naming the call, as ``ivagate.log.CallLogger`` names them."""
-    return {"uuid": call.uuid, "call_id": call.sip_call_id}
 
 
 def _summary(call: Call) -> dict[str, Any]:
@@ -371,11 +373,3 @@ def _summary(call: Call) -> dict[str, Any]:
         "source": call.source,
         "srtp": call.srtp,
     }
-
-
-def _headers(call: Call) -> dict[str, list[str]]:
-    """INVITE headers as name -> every value, names as the INVITE spelled them."""
-    headers: dict[str, list[str]] = {}
-    for name, value in call.headers.items():
-        headers.setdefault(name, []).append(value)
-    return headers

@@ -202,6 +202,9 @@ class CallSession:
             raise CallEnded(self.uuid)
         await self.end(cause)
 
+    def count_failure(self, reason: str) -> None:
+        self.metrics.bot_failures.labels(bot=self.record.bot or "", reason=reason).inc()
+
     # -- controller side ---------------------------------------------------------------
 
     @property

@@ -111,6 +111,12 @@ class AudioStream:
         return self._ended is not None
 
     @property
+    def error(self) -> Exception | None:
+        """Why the stream ended, what its actions raise now (``CallEnded``: the call is
+        over; ``StreamClosed``); ``None`` while it is open."""
+        return self._ended
+
+    @property
     def playing(self) -> bool:
         """The bot's audio is queued or its last frame is playing out."""
         return bool(self._outbound or self._marks or any(self._due))
