@@ -55,8 +55,8 @@ class Metrics:
         )
         self.bot_failures = Counter(
             "ivagate_bot_failures_total",
-            "Failures of a bot's own service (the websocket bot's connection, its protocol), "
-            "by bot and reason; the call got the bot's fallback",
+            "Failures of a bot's own service (the websocket bot's connection, its protocol; "
+            "the webhook unavailable or idle), by bot and reason; the call got the bot's fallback",
             ["bot", "reason"],
             registry=registry,
         )

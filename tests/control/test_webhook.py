@@ -47,6 +47,9 @@ class RecordingCall:
     async def answer(self) -> None:
         self.actions.append(("answer",))
 
+    def count_failure(self, reason: str) -> None:
+        self.actions.append(("failure", reason))
+
     async def play(self, source: str) -> None:
         if self.play_error:
             raise self.play_error
@@ -150,6 +153,7 @@ async def run(bot: WebhookBot, call: RecordingCall, outcome: Outcome = Outcome.S
 
 
 FALLBACK = ("finish", {"error": "webhook_unavailable"})
+UNAVAILABLE = ("failure", "unavailable")  # counted in ivagate_bot_failures_total
 
 
 async def test_full_flow_runs_actions_and_posts_events(webhook: Webhook) -> None:
@@ -228,7 +232,7 @@ async def test_unreachable_webhook_gets_the_fallback(
     """Nothing listening at the URL: the call is finished with the fallback payload, logged."""
     call = RecordingCall()
     await run(make_bot(unreachable_url), call)
-    assert call.actions == [("answer",), FALLBACK]
+    assert call.actions == [("answer",), UNAVAILABLE, FALLBACK]
     (error,) = [r for r in caplog.records if r.levelname == "ERROR"]
     assert "fallback" in error.getMessage()
     assert (error.uuid, error.call_id) == (call.uuid, call.sip_call_id)
@@ -239,7 +243,7 @@ async def test_server_error_is_retried_then_falls_back(webhook: Webhook) -> None
     webhook.script = [status(500), status(503), ignored]
     call = RecordingCall()
     await run(make_bot(webhook.url), call)
-    assert call.actions == [("answer",), FALLBACK]
+    assert call.actions == [("answer",), UNAVAILABLE, FALLBACK]
     assert [e["event"] for e in webhook.events] == ["start", "start", "hangup"]
     assert webhook.events[0]["id"] == webhook.events[1]["id"]
 
@@ -269,7 +273,7 @@ async def test_broken_reply_falls_back_without_retry(webhook: Webhook, handler: 
     webhook.script = [handler, ignored]
     call = RecordingCall()
     await run(make_bot(webhook.url), call)
-    assert call.actions == [("answer",), FALLBACK]
+    assert call.actions == [("answer",), UNAVAILABLE, FALLBACK]
     assert [e["event"] for e in webhook.events] == ["start", "hangup"]
 
 
@@ -287,7 +291,7 @@ async def test_timeout_is_retried_then_falls_back(webhook: Webhook) -> None:
         await run(make_bot(webhook.url, timeout=0.2), call)
     finally:
         release.set()
-    assert call.actions == [("answer",), FALLBACK]
+    assert call.actions == [("answer",), UNAVAILABLE, FALLBACK]
     assert [e["event"] for e in webhook.events] == ["start", "start", "hangup"]
 
 
@@ -317,7 +321,7 @@ async def test_dtmf_event_then_idle_fallback(webhook: Webhook) -> None:
     await run(bot, call)
     assert [e["event"] for e in webhook.events] == ["start", "dtmf", "hangup"]
     assert webhook.events[1]["data"] == {"digit": "5"}
-    assert call.actions == [("answer",), FALLBACK]
+    assert call.actions == [("answer",), ("failure", "idle"), FALLBACK]
 
 
 async def test_oversized_fallback_payload_hangs_up(unreachable_url: str) -> None:
@@ -325,7 +329,7 @@ async def test_oversized_fallback_payload_hangs_up(unreachable_url: str) -> None
     call = RecordingCall()
     bot = make_bot(unreachable_url, fallback={"action": "finish", "payload": {"e": "x" * 200}})
     await run(bot, call, Outcome.FAILED)
-    assert call.actions == [("answer",), ("hangup", "NORMAL_CLEARING")]
+    assert call.actions == [("answer",), UNAVAILABLE, ("hangup", "NORMAL_CLEARING")]
 
 
 async def test_caller_hangup_ends_the_flow(webhook: Webhook) -> None:

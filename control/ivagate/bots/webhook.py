@@ -231,7 +231,7 @@ class WebhookBot(Bot):
             try:
                 reply = await self._post(call, event, 1 + self.settings.retries)
             except _WebhookUnavailable as exc:
-                await self._fall_back(call, str(exc))
+                await self._fall_back(call, "unavailable", str(exc))
                 return
             event = await self._carry_out(call, reply.actions)
 
@@ -282,12 +282,16 @@ class WebhookBot(Bot):
         try:
             digit = await asyncio.wait_for(self._dtmf.get(), self.settings.idle_timeout)
         except TimeoutError:
-            await self._fall_back(call, f"no finish or hangup after {self.settings.idle_timeout}s")
+            idle = f"no finish or hangup after {self.settings.idle_timeout}s"
+            await self._fall_back(call, "idle", idle)
             return None
         return _Event(name="dtmf", data={"digit": digit})
 
-    async def _fall_back(self, call: Call, reason: str) -> None:
-        log.error("webhook fallback (%s): %s", self.fallback.action, reason, extra=log_ids(call))
+    async def _fall_back(self, call: Call, reason: str, detail: str) -> None:
+        """The fallback, counted by ``reason``: ``unavailable`` (no usable reply after the
+        retries) or ``idle`` (no finish or hangup within ``idle_timeout``)."""
+        call.count_failure(reason)
+        log.error("webhook fallback (%s): %s", self.fallback.action, detail, extra=log_ids(call))
         await fall_back(call, self.fallback)
 
     async def _post(self, call: Call, event: _Event, attempts: int) -> Reply:
