@@ -20,20 +20,13 @@ from ivagate.bots.base import CallEnded, Outcome, PayloadError
 from ivagate.bots.webhook import WebhookBot, WebhookOptions
 from ivagate.controller import Controller
 from ivagate_kit.esl_double import EslDouble
+from support.stand_in_call import StandInIdentity
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-class RecordingCall:
+class RecordingCall(StandInIdentity):
     """A ``Call`` that records what the bot asked of it, in order."""
-
-    uuid = "8f1d6a3e-0000-4000-8000-000000000001"
-    sip_call_id = "abc123@10.0.0.1"
-    did = "15550001000"
-    caller = "+16505550100"
-    transport = "tls"
-    source = "192.0.2.10:5061"
-    srtp = True
 
     def __init__(self, digits: str = "", play_error: Exception | None = None) -> None:
         self.actions: list[tuple[Any, ...]] = []

@@ -29,6 +29,7 @@ from ivagate.media import AudioError, AudioStream
 from ivagate.media.stream import MARK_TICKS
 from ivagate_kit.esl_double import EslDouble
 from ivagate_kit.tls import self_signed
+from support.stand_in_call import StandInIdentity
 from support.ws_peer import WITHIN, PeerBot
 
 ULAW_FRAME = 160  # 20 ms of u-law at 8 kHz
@@ -36,16 +37,9 @@ SECRET = "s3cret"
 FALLBACK = ("finish", {"error": "websocket_unavailable"})
 
 
-class StreamCall:
+class StreamCall(StandInIdentity):
     """A ``Call`` whose stream is a real ``AudioStream``; records what the bot asked of it."""
 
-    uuid = "8f1d6a3e-0000-4000-8000-000000000001"
-    sip_call_id = "abc123@10.0.0.1"
-    did = "15550001000"
-    caller = "+16505550100"
-    transport = "tls"
-    source = "192.0.2.10:5061"
-    srtp = True
     info_max_bytes = 100
 
     def __init__(self) -> None:
