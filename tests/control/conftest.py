@@ -12,7 +12,7 @@ import uvloop
 from ivagate.controller import Controller
 from ivagate.settings import Settings
 from ivagate_kit.esl_double import EslDouble
-from support.controller import controller_settings
+from support.controller import controller_settings, running_controllers
 from support.recordings import ESL_RECORDINGS
 
 
@@ -47,16 +47,7 @@ def settings_for(double: EslDouble) -> Callable[..., Settings]:
 async def controller_on(
     double: EslDouble,
 ) -> AsyncIterator[Callable[..., Awaitable[Controller]]]:
-    """Start a controller on the double (settings overrides as keyword sections)."""
-    started: list[Controller] = []
-
-    async def start(**sections: Any) -> Controller:
-        controller = Controller(make_settings(double, **sections))
-        await controller.start()
-        started.append(controller)
-        await double.wait_for(lambda: controller.ready)
-        return controller
-
-    yield start
-    for controller in started:
-        await controller.stop()
+    """Start a controller on the double (settings overrides as keyword sections), returned
+    once it has opened the ready gate."""
+    async with running_controllers(double.port, double.password) as start:
+        yield start

@@ -22,11 +22,12 @@ import pytest
 
 from ivagate.bots.base import Outcome
 from ivagate.controller import Controller
-from ivagate.settings import Settings
 from ivagate_kit import CallPlan, run_call
 from support import bots
+from support.controller import running_controllers
 from support.edge import free_port
 from support.fs_node import LiveNode
+from support.polling import until
 
 pytestmark = pytest.mark.freeswitch
 
@@ -38,35 +39,13 @@ def plan(node: LiveNode, **options: Any) -> CallPlan:
     return CallPlan(target=node.sip, transport="udp", did=did, srtp=False, **options)
 
 
-def esl_settings(node: LiveNode) -> dict[str, Any]:
-    return {"host": "127.0.0.1", "port": node.esl_port, "password": node.esl_password}
-
-
 @pytest.fixture
-async def controller_on(
-    live_node: LiveNode,
-) -> AsyncIterator[Callable[..., Awaitable[Controller]]]:
-    """Start the controller in this process on the live node (default bot: demo)."""
-    started: list[Controller] = []
-
-    async def start(**call: Any) -> Controller:
-        settings = Settings(
-            esl=esl_settings(live_node),
-            routing={"default_bot": "demo", "bot_header": "X-Bot-Id"},
-            call={"bots": {"Slow": "support.bots:Slow"}, **call},
-        )
-        controller = Controller(settings)
-        await controller.start()
-        started.append(controller)
-        for _ in range(300):
-            if controller.ready:
-                return controller
-            await asyncio.sleep(0.1)
-        raise AssertionError("the controller never became ready")
-
-    yield start
-    for controller in started:
-        await controller.stop()
+async def controller_on(live_node: LiveNode) -> AsyncIterator[Callable[..., Awaitable[Controller]]]:
+    """``await controller_on(**sections)``: the controller in this process on the live node
+    (default bot: demo), returned once it has opened the node's ready gate."""
+    port, password = live_node.esl_port, live_node.esl_password
+    async with running_controllers(port, password, routing={"default_bot": "demo"}) as start:
+        yield start
 
 
 @pytest.mark.parametrize(
@@ -94,7 +73,8 @@ async def test_late_answer_fails_once_with_480(
     """A bot slower than call.answer_deadline: the caller gets 480 when the deadline passes
     (not the edge's timeout and a second node), and the call is recorded Failed once."""
     bots.Slow.seen.clear()
-    controller = await controller_on(answer_deadline=1.0, bot_options={"Slow": {"delay": 3}})
+    slow = {"answer_deadline": 1.0, "bot_options": {"Slow": {"delay": 3}}}
+    controller = await controller_on(call=slow)
     call = plan(live_node, headers={"X-Edge-Transport": "udp", "X-Bot-Id": "Slow"})
     call.expect, call.timeout = 480, 10
     report = await run_call(call)
@@ -104,10 +84,7 @@ async def test_late_answer_fails_once_with_480(
     await asyncio.wait_for(ended.wait_ended(), 5)
     record = ended.record
     assert record.outcome is Outcome.FAILED and record.hangup_cause == "NO_ANSWER"
-    for _ in range(50):
-        if bots.Slow.seen:
-            break
-        await asyncio.sleep(0.1)
+    await until(lambda: bool(bots.Slow.seen), "the bot saw the call end", within=5)
     assert bots.Slow.seen[:1] == ["CallEnded"]
 
 

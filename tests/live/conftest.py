@@ -12,13 +12,11 @@ import shutil
 import subprocess
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
-from live_calls import until
 
 from ivagate.controller import Controller
-from support.controller import TEST_BOTS, controller_settings
+from support.controller import TEST_BOTS, running_controllers
 from support.edge import Edge, EdgeSetup, write_certificates
 from support.fs_node import LiveNode, found_freeswitch
 
@@ -68,18 +66,6 @@ async def start_controller(
     """``await start_controller(**sections)``: a controller on ``freeswitch`` (settings as in
     ``support.controller``), returned once it has opened the node's ready gate; stopped
     (drained, calls ended) after the test."""
-    started: list[Controller] = []
-
-    async def start(**sections: Any) -> Controller:
-        sections["call"] = {"bot_options": WAIT_FOR_ACK, **sections.get("call", {})}
-        controller = Controller(
-            controller_settings(freeswitch.esl_port, freeswitch.esl_password, **sections)
-        )
-        started.append(controller)
-        await controller.start()
-        await until(lambda: controller.ready, "the controller opened the ready gate")
-        return controller
-
-    yield start
-    for controller in started:
-        await controller.stop()
+    port, password = freeswitch.esl_port, freeswitch.esl_password
+    async with running_controllers(port, password, call={"bot_options": WAIT_FOR_ACK}) as start:
+        yield start

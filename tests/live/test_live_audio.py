@@ -9,13 +9,15 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
-from live_calls import call, record_of, until, voiced_seconds
+from live_calls import call, voiced_seconds
 
 from ivagate.bots.base import Outcome
 from ivagate.controller import Controller
 from ivagate_kit.audio import read_wav, rms_dbfs, tone_power
 from support import bots
+from support.controller import record_of
 from support.edge import Edge
+from support.polling import until
 
 pytestmark = [pytest.mark.kamailio, pytest.mark.freeswitch]
 

@@ -10,14 +10,15 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
-from live_calls import ended_record, voiced_seconds
+from live_calls import voiced_seconds
 
 from ivagate.bots.base import Outcome
 from ivagate.controller import Controller
 from ivagate_kit.audio import read_wav, rms_dbfs, tone, tone_power, write_wav
 from support import bots
 from support.baresip import Baresip, caller_nat
-from support.edge import CALLER, EDGE_HOST, REPORT_TOKEN, Edge
+from support.controller import ended_record
+from support.edge import CALLER, Edge
 from support.fs_node import LiveNode
 
 pytestmark = [pytest.mark.kamailio, pytest.mark.freeswitch]
@@ -38,12 +39,10 @@ async def controller(
 ) -> Controller:
     """The DID routed to ``Listen``, whose reply is the speech; the edge reports how the
     caller answered each INFO."""
-    node_host = freeswitch.sip.rpartition(":")[0]
-    reports = {"listen": f"{node_host}:{edge.report_port}", "edges": [EDGE_HOST]}
     listen = {"wait_for_ack": True, "rate": RATE, "reply": str(speech[RATE])}
     return await start_controller(
         routing={"dids": {DID: "Listen"}},
-        edge={**reports, "token": REPORT_TOKEN},
+        edge=edge.reports_to(freeswitch.host),
         call={"bot_options": {"Listen": listen}},
     )
 

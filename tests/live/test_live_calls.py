@@ -11,13 +11,15 @@ import asyncio
 from collections.abc import Awaitable, Callable
 
 import pytest
-from live_calls import call, record_of, until
+from live_calls import call
 
 from ivagate.bots.base import Outcome
 from ivagate.controller import Controller
 from ivagate_kit.transport import TransportName
 from support import bots
+from support.controller import record_of
 from support.edge import Edge
+from support.polling import until
 
 pytestmark = [pytest.mark.kamailio, pytest.mark.freeswitch]
 

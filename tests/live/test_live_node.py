@@ -9,13 +9,15 @@ import asyncio
 from collections.abc import Awaitable, Callable
 
 import pytest
-from live_calls import call, record_of, until
+from live_calls import call
 
 from ivagate.bots.base import Outcome
 from ivagate.controller import Controller
 from support import bots
+from support.controller import record_of
 from support.edge import Edge
 from support.fs_node import LiveNode
+from support.polling import until
 
 pytestmark = [pytest.mark.kamailio, pytest.mark.freeswitch]
 

@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
-from live_calls import call, record_of, until
+from live_calls import call
 from pipecat.frames.frames import (
     EndFrame,
     Frame,
@@ -40,7 +40,9 @@ from ivagate.bots.base import Outcome
 from ivagate.controller import Controller
 from ivagate_kit.audio import tone, tone_power, ulaw_encode
 from ivagate_kit.report import CallReport
+from support.controller import record_of
 from support.edge import Edge
+from support.polling import until
 from support.ws_peer import WITHIN, PeerBot
 
 pytestmark = [pytest.mark.kamailio, pytest.mark.freeswitch]

@@ -146,6 +146,12 @@ class Edge:
     def tls(self) -> str:
         return f"{self.host}:{self.tls_port}"
 
+    def reports_to(self, node_host: str) -> dict[str, Any]:
+        """The ``edge`` settings section of a controller on ``node_host`` that takes this
+        edge's reports of RingCX's answers to INFOs."""
+        listen = f"{node_host}:{self.report_port}"
+        return {"listen": listen, "edges": [self.host], "token": REPORT_TOKEN}
+
     def write_allowlist(self, allow: Sequence[str], probes: Sequence[str] = ()) -> None:
         self.allowlist.write_text(render_site("allowlist", " ".join(allow), " ".join(probes)))
 

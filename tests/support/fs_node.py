@@ -50,6 +50,11 @@ class LiveNode:
     runner: Runner
 
     @property
+    def host(self) -> str:
+        """The node's address, where its controller listens for the edge's reports."""
+        return self.sip.rpartition(":")[0]
+
+    @property
     def uri(self) -> str:
         """The node as an edge's dispatcher list names it."""
         return f"sip:{self.sip}"

@@ -5,10 +5,12 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
-__all__ = ["until"]
+__all__ = ["WITHIN", "until"]
+
+WITHIN = 20.0  # seconds; generous, the machine is shared
 
 
-async def until(predicate: Callable[[], bool], what: str, within: float) -> None:
+async def until(predicate: Callable[[], bool], what: str, within: float = WITHIN) -> None:
     """Return once ``predicate()`` holds; fail saying ``what`` did not happen."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + within
