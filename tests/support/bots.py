@@ -339,9 +339,13 @@ class HangupMidStream(Recording):
     async def on_call_start(self, call: Call) -> None:
         await self.answer(call)
         stream = await call.open_stream(8000)
-        stream.play(tone(1000, 5.0, -10, stream.rate).tobytes())
-        await asyncio.sleep(0.5)
-        await call.hangup()
+        try:
+            stream.play(tone(1000, 5.0, -10, stream.rate).tobytes())
+            await asyncio.sleep(0.5)
+            await call.hangup()
+        except CallEnded as ended:  # the test says what ended the call before the bot did
+            type(self).seen.append(("ended early", str(ended), stream.error))
+            raise
         # the frames it had not read yet, then the loop ends
         type(self).seen.append(("frames after hangup", len([f async for f in stream])))
         type(self).seen.append(("closed", stream.closed))
