@@ -258,6 +258,32 @@ async def test_dtmf_reaches_the_bot_as_a_dtmf_message(peer: PeerBot) -> None:
     await running.done()
 
 
+async def test_digits_pressed_while_the_bot_connects_follow_start_in_order(
+    peer: PeerBot,
+) -> None:
+    peer.accepting.clear()  # the call is answered, its connection waits: no relay yet
+    running = Running(peer.url)
+    async with asyncio.timeout(WITHIN):
+        await peer.requested.wait()
+    assert running.call.actions == [("answer",)]
+    for digit in "12":
+        await running.bot.on_dtmf(running.call, digit)
+    peer.accepting.set()
+    assert (await peer.next())["event"] == "connected"
+    got = [await peer.next() for _ in range(3)]
+    await running.bot.on_dtmf(running.call, "3")  # pressed once the bot is connected
+    got.append(await peer.next())
+    assert [(m["event"], m["sequenceNumber"]) for m in got] == [
+        ("start", "1"),
+        ("dtmf", "2"),
+        ("dtmf", "3"),
+        ("dtmf", "4"),
+    ]
+    assert [m["dtmf"]["digit"] for m in got[1:]] == ["1", "2", "3"]
+    running.call.end()
+    await running.done()
+
+
 async def test_call_end_sends_stop_then_closes_the_connection(peer: PeerBot) -> None:
     running = await started(peer)
     running.call.end()  # the caller hangs up

@@ -28,6 +28,9 @@ class PeerBot:
         self.closed = asyncio.Event()
         self.reading = asyncio.Event()  # cleared: the handler stops reading (a stuck bot)
         self.reading.set()
+        self.accepting = asyncio.Event()  # cleared: upgrade requests wait (a slow bot)
+        self.accepting.set()
+        self.requested = asyncio.Event()  # an upgrade request came (accepted or waiting)
         app = web.Application()
         app.router.add_get("/bot", self._handle)
         self.server = TestServer(app)
@@ -40,9 +43,11 @@ class PeerBot:
         await self.server.close()
 
     async def _handle(self, request: web.Request) -> web.WebSocketResponse:
+        self.requests.append(request)
+        self.requested.set()
+        await self.accepting.wait()
         ws = web.WebSocketResponse(max_msg_size=1 << 22)
         await ws.prepare(request)
-        self.requests.append(request)
         self.socket = ws
         self.connected.set()
         async for message in ws:

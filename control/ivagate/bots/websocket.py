@@ -27,7 +27,8 @@ import logging
 import ssl
 import time
 import uuid
-from collections.abc import Mapping
+from collections import deque
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, Self
 from urllib.parse import parse_qs
@@ -58,6 +59,9 @@ log = logging.getLogger(__name__)
 
 AUDIO_PARAMETER = "ivagate_audio"  # the URL's query parameter naming the audio format
 OUTBOX_FRAMES = 50  # a second of caller audio queued toward a slow bot; more is dropped
+# digits pressed before the relay exists (the bot connecting: seconds), sent after start;
+# bounded because after a fallback they keep coming, never sent (past it the oldest go)
+EARLY_DIGITS = 32
 CLOSE_TIMEOUT = 2.0  # seconds for the last replies and the closing handshake
 CONNECTED = {"event": "connected", "protocol": "Call", "version": "1.0.0"}
 HEADER_PREFIX = "header:"  # an INVITE header in start.customParameters: "header:X-Bot-Id"
@@ -173,6 +177,7 @@ class WebSocketBot(Bot):
         super().__init__(options)
         self.settings = WebSocketOptions.model_validate(options)
         self._relay: _Relay | None = None
+        self._early: deque[str] = deque(maxlen=EARLY_DIGITS)  # until the relay exists
 
     @classmethod
     def check_options(cls, options: Mapping[str, Any]) -> None:
@@ -190,12 +195,14 @@ class WebSocketBot(Bot):
                     except StreamClosed as exc:
                         raise _BotFailed("stream", str(exc)) from exc
                     self._relay = _Relay(call, ws, stream, self.settings)
-                    await self._relay.run()
+                    await self._relay.run(self._early)
         except _BotFailed as exc:
             await self._fall_back(call, exc)
 
     async def on_dtmf(self, call: Call, digit: str) -> None:
-        if self._relay is not None:
+        if self._relay is None:
+            self._early.append(digit)
+        else:
             self._relay.dtmf(digit)
 
     async def _connect(
@@ -259,11 +266,14 @@ class _Relay:
         self._ending = False  # the bot asked for finish or hangup: its close is no failure
         self._refused_audio = False
 
-    async def run(self) -> None:
+    async def run(self, early_digits: Iterable[str]) -> None:
         """Relay until the stream ends (``stop``, then its error: ``CallEnded`` once the call
-        is over), or raise ``_BotFailed``."""
+        is over), or raise ``_BotFailed``. ``early_digits``, pressed before the relay
+        existed, follow ``start``."""
         self._outbox.put_nowait(json.dumps(CONNECTED))
         self._send("start", self._start())
+        for digit in early_digits:  # before run's first await: no later digit comes first
+            self.dtmf(digit)
         writer = asyncio.create_task(self._write())
         uplink = asyncio.create_task(self._uplink())
         downlink = asyncio.create_task(self._downlink())
