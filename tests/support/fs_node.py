@@ -64,6 +64,17 @@ class LiveNode:
         """FreeSWITCH's process when it runs here, not in a container (for CPU figures)."""
         return self.runner.pid
 
+    def log_size(self) -> int:
+        return self.log.stat().st_size if self.log.exists() else 0
+
+    def log_since(self, offset: int) -> str:
+        """What FreeSWITCH logged after ``offset`` (a ``log_size()``)."""
+        if not self.log.exists():
+            return ""
+        with self.log.open("rb") as log:
+            log.seek(offset)
+            return log.read().decode(errors="replace")
+
     def log_lines(self, level: str) -> list[str]:
         text = self.log.read_text(errors="replace") if self.log.exists() else ""
         return [line for line in text.splitlines() if f"[{level}]" in line]
@@ -228,5 +239,6 @@ def found_freeswitch(work: Path) -> Iterator[LiveNode]:
     image = None if binary else find_image()
     if not (binary or image):
         pytest.skip(SKIP_REASON)
-    with live_freeswitch(binary, image, work) as node:
+    # NOTICE: each call's answers and hangups (who, which cause), shown when a test fails
+    with live_freeswitch(binary, image, work, settings={"IVAGATE_FS_LOG_LEVEL": "notice"}) as node:
         yield node
