@@ -40,6 +40,12 @@ class PeerBot:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
+        # a test that failed mid-call leaves the handler waiting or the call's socket open:
+        # the server's close would wait out aiohttp's shutdown timeout (a minute) for it
+        self.accepting.set()
+        self.reading.set()
+        if self.socket is not None:
+            await self.socket.close()
         await self.server.close()
 
     async def _handle(self, request: web.Request) -> web.WebSocketResponse:
