@@ -536,6 +536,19 @@ async def test_the_bot_closing_mid_call_gets_the_fallback(peer: PeerBot) -> None
     assert running.call.actions[-1] == FALLBACK
 
 
+async def test_a_stream_freeswitch_ended_while_the_call_goes_on_gets_the_fallback(
+    peer: PeerBot,
+) -> None:
+    """The stream's leg ended inside FreeSWITCH, the call still up: the bot is told
+    ``stop`` and the call falls back, counted as a ``stream`` failure."""
+    running = await started(peer)
+    running.stream.end(StreamClosed("FreeSWITCH ended the stream's leg"))
+    assert await running.done() is None  # the fallback ended the flow
+    assert (await peer.next("media"))["event"] == "stop"
+    assert running.call.failures == ["stream"]
+    assert running.call.actions[-1] == FALLBACK
+
+
 # -- options -----------------------------------------------------------------------------
 
 

@@ -190,3 +190,18 @@ async def test_the_bots_hangup_ends_its_stream_and_the_callers_audio(
     media = report.media
     assert media is not None and media.tone_power[1000] > 0.8
     assert 0.3 < media.heard_seconds < 0.8, media.heard_seconds
+
+
+async def test_a_leg_freeswitch_ends_alone_ends_the_stream_not_the_call(
+    edge: Edge, start_controller: StartController
+) -> None:
+    """FreeSWITCH hangs the stream's leg up while the call goes on: the bot's stream ends
+    with ``StreamClosed`` and the call, back in park, plays the bot's tone and ends on its
+    final intent."""
+    controller = await start_controller()
+    bots.LegLost.seen.clear()
+    report = await call(edge, "udp", headers={"X-Bot-Id": "LegLost"}, tones=[440])
+    record = await record_of(controller, report)
+    assert record.outcome is Outcome.SUCCESS, (record, bots.LegLost.seen, report.render())
+    assert bots.LegLost.seen[0] == ("stream ended", "StreamClosed")
+    assert report.media is not None and report.media.tone_power[440] > 0.8

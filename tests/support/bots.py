@@ -24,6 +24,7 @@ __all__ = [
     "FinishOnly",
     "Gated",
     "HangupMidStream",
+    "LegLost",
     "Listen",
     "LongPlay",
     "Payloads",
@@ -349,3 +350,23 @@ class HangupMidStream(Recording):
         # the frames it had not read yet, then the loop ends
         type(self).seen.append(("frames after hangup", len([f async for f in stream])))
         type(self).seen.append(("closed", stream.closed))
+
+
+class LegLost(Recording):
+    """Its stream's leg is hung up inside FreeSWITCH (as an operator's ``uuid_kill`` would)
+    while the call goes on: the stream ends, then the bot plays a tone and finishes."""
+
+    seen: ClassVar[list[Any]] = []
+
+    async def on_call_start(self, call: Call) -> None:
+        assert isinstance(call, CallSession)  # a bot under the controller: its ESL is at hand
+        await self.answer(call)
+        stream = await call.open_stream(8000)
+        await anext(stream)  # the leg is up and bridged
+        leg = (await call.esl.api(f"uuid_getvar {call.uuid} signal_bond")).strip()
+        assert await call.esl.api(f"uuid_kill {leg}") == "+OK\n", leg
+        async for _ in stream:
+            pass
+        type(self).seen.append(("stream ended", type(stream.error).__name__))
+        await call.play("tone_stream://%(300,0,440)")  # the call is back in park
+        await call.finish({"intent": "LegLost"})

@@ -131,7 +131,8 @@ class Call(Protocol):
         ``on_dtmf``; ``send_update``/``finish`` work as before. While it is open,
         ``play``/``say``/``collect_digits`` raise ``RuntimeError``. Raises
         ``StreamClosed`` if FreeSWITCH could not place the stream within
-        ``media.open_timeout``."""
+        ``media.open_timeout``. A stream FreeSWITCH ends while the call goes on ends with
+        ``StreamClosed`` (``stream.error``); the call's end, with ``CallEnded``."""
 
     async def play(self, source: str) -> None:
         """Play a file path or a ``tone_stream://`` and wait for it to end."""

@@ -290,9 +290,13 @@ class _Relay:
                 await uplink  # the bot's finish or hangup is ending the call
             uplink.result()
             await self._stop(writer)
-            # the stream ended: the call is over (CallEnded), the bot's flow with it
-            assert self.stream.error is not None
-            raise self.stream.error
+            # the stream ended: the call is over (CallEnded), the bot's flow with it; or
+            # FreeSWITCH ended the leg alone and the call, without the bot's audio, falls back
+            error = self.stream.error
+            assert error is not None
+            if isinstance(error, StreamClosed):
+                raise _BotFailed("stream", str(error))
+            raise error
         finally:
             for task in tasks:
                 task.cancel()

@@ -6,7 +6,9 @@ loopback, freeswitch/sip_profiles/media.xml) with L16 at the stream's rate as th
 ``SipAnswerer`` answers that INVITE with the RTP socket of the stream's ``RtpLeg``. FreeSWITCH
 keeps SRTP, G.711 and its timing toward RingCX and resamples; Python sees PCM.
 Closing the stream hangs the leg up (``uuid_kill``): the bridge returns and the call goes on,
-parked. The caller's hangup ends the leg (FreeSWITCH's BYE) and so the stream.
+parked. The bridge's return (``CHANNEL_EXECUTE_COMPLETE``) ends every stream the bot did not
+close, not the leg's BYE: the event says whether the call is ending (its ``Hangup-Cause``; the
+bot gets ``CallEnded``) or FreeSWITCH ended the leg alone (``StreamClosed``; the call goes on).
 
 One pacer task ticks every 20 ms for all streams (absolute deadlines, no drift) and sends each
 stream's next frame: one timer for the node instead of one per stream.
@@ -47,13 +49,6 @@ _CATCH_UP = 5  # ticks the pacer sends late after a stall of the event loop; the
 class _Leg:
     rtp: RtpLeg
     answered: asyncio.Future[None]
-    call_uuid: str
-
-
-def _leg_ended(call_uuid: str) -> CallEnded:
-    """FreeSWITCH ended a leg the bot did not close: the call is ending (the caller's BYE
-    reaches the leg before the call's hangup event reaches the controller)."""
-    return CallEnded(f"{call_uuid}: the call ended the audio stream")
 
 
 class MediaEndpoint(Collector):
@@ -73,7 +68,7 @@ class MediaEndpoint(Collector):
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
         _, self._sip = await loop.create_datagram_endpoint(
-            lambda: SipAnswerer(self.settings.host, self._answer, self._bye),
+            lambda: SipAnswerer(self.settings.host, self._answer),
             local_addr=(self.settings.host, self.settings.port),
         )
 
@@ -113,7 +108,7 @@ class MediaEndpoint(Collector):
             closer=close,
         )
         rtp = await RtpLeg.bind(self.settings.host, stream)
-        leg = _Leg(rtp, asyncio.get_running_loop().create_future(), call_uuid)
+        leg = _Leg(rtp, asyncio.get_running_loop().create_future())
         self._legs[stream_id] = leg
         self._opened += 1
         bridge = asyncio.create_task(
@@ -127,10 +122,10 @@ class MediaEndpoint(Collector):
             return_when=asyncio.FIRST_COMPLETED,
         )
         if not leg.answered.done():
+            late = not bridge.done()  # else the bridge failed at once
             await close()
-            raise StreamClosed(
-                f"FreeSWITCH did not place the stream's leg within {self.settings.open_timeout:g} s"
-            )
+            why = f"{self.settings.open_timeout:g} s passed" if late else "its bridge failed"
+            raise StreamClosed(f"FreeSWITCH did not place the stream's leg: {why}")
         if self._pacer is None:
             self._pacer = asyncio.create_task(self._pace())
         return stream
@@ -164,16 +159,15 @@ class MediaEndpoint(Collector):
     def _bridged(
         self, stream_id: str, call_uuid: str, bridge: asyncio.Task[ChannelExecuteComplete]
     ) -> None:
-        """The call's ``bridge`` returned: the leg is over."""
+        """The call's ``bridge`` returned: the leg is over (a no-op after ``close()``)."""
         error = None if bridge.cancelled() else bridge.exception()
         if error is not None:
             log.warning("stream %s: bridge failed: %s", stream_id, error)
-        self._end(stream_id, _leg_ended(call_uuid))
-
-    def _bye(self, stream_id: str) -> None:
-        leg = self._legs.get(stream_id)
-        if leg is not None:
-            self._end(stream_id, _leg_ended(leg.call_uuid))
+        elif stream_id in self._legs and not bridge.result().hangup_cause:
+            log.warning("stream %s: the bridge returned, the call goes on without it", stream_id)
+            self._end(stream_id, StreamClosed("FreeSWITCH ended the stream's leg"))
+            return
+        self._end(stream_id, CallEnded(f"{call_uuid}: the call ended the audio stream"))
 
     def _end(self, stream_id: str, error: Exception) -> None:
         leg = self._legs.pop(stream_id, None)

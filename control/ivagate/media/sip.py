@@ -1,6 +1,6 @@
 """The controller's end of a stream leg's SIP: a user agent server on loopback that answers
 FreeSWITCH's INVITE (profile ivagate-media) with an L16 answer, acknowledges its BYE, and
-nothing more.
+nothing more (the leg's end reaches the stream from the event socket, endpoint.py).
 
 Hand-written on purpose and kept this small: its only peer is the FreeSWITCH beside it, over
 loopback UDP, in one dialog shape (INVITE, ACK, BYE). No SIP library on PyPI is both kept and
@@ -67,13 +67,12 @@ Answer = Callable[[str, LegOffer], "tuple[int, int] | None"]
 
 class SipAnswerer(asyncio.DatagramProtocol):
     """Answers stream legs: ``on_invite(stream_id, offer)`` gives (RTP port, payload type)
-    or ``None``; ``on_bye(stream_id)`` hears the leg end. The stream id is the INVITE's
-    Request-URI user, chosen by the controller in the dial string."""
+    or ``None``. The stream id is the INVITE's Request-URI user, chosen by the controller in
+    the dial string."""
 
-    def __init__(self, host: str, on_invite: Answer, on_bye: Callable[[str], None]) -> None:
+    def __init__(self, host: str, on_invite: Answer) -> None:
         self.host = host
         self.on_invite = on_invite
-        self.on_bye = on_bye
         self.transport: asyncio.DatagramTransport | None = None
         self._answers: dict[str, bytes] = {}  # Call-ID -> our 2xx, resent on a retransmission
 
@@ -101,7 +100,6 @@ class SipAnswerer(asyncio.DatagramProtocol):
         elif method == "BYE":
             self._answers.pop(call_id, None)
             self._send(_response(200, "OK", headers), addr)
-            self.on_bye(stream_id)
         elif method == "INFO":  # DTMF for a leg without telephone-event: the bot has its own
             self._send(_response(200, "OK", headers), addr)
         elif method != "ACK":

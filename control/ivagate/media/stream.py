@@ -201,7 +201,8 @@ class AudioStream:
 
     def end(self, error: Exception) -> None:
         """The leg is gone: the iterator stops, bot actions raise ``error``. The call's end
-        may come after the leg's (FreeSWITCH hangs the leg up first): its error wins."""
+        may come after (the stream was closed, or FreeSWITCH ended the leg alone): its error
+        wins."""
         if self._ended is not None:
             if isinstance(self._ended, StreamClosed):
                 self._ended = error
