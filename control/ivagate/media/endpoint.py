@@ -90,7 +90,7 @@ class MediaEndpoint(Collector):
         bridge: asyncio.Task[ChannelExecuteComplete] | None = None
 
         async def close() -> None:
-            # ended first: the leg's BYE that follows is then ours, not the call's end
+            # ended first: the bridge's return that follows is then ours (no warning)
             self._end(stream_id, StreamClosed("the stream was closed"))
             try:
                 await esl.api(f"uuid_kill {leg_uuid}")
