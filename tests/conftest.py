@@ -7,6 +7,7 @@ from collections.abc import Generator
 
 import pytest
 
+from support import bots
 from support.fs_node import LiveNode
 
 # Ryuk (testcontainers' reaper) is an image pulled from a registry, which may be unreachable;
@@ -28,6 +29,14 @@ MARKERS = {
 def pytest_configure(config: pytest.Config) -> None:
     for name, description in MARKERS.items():
         config.addinivalue_line("markers", f"{name}: {description}")
+
+
+@pytest.fixture(autouse=True)
+def _test_bots_start_unseen() -> None:
+    """The test bots (support.bots) keep what happened to them on their classes: each test
+    reads only its own calls."""
+    for bot in (bots.Recording, *(getattr(bots, name) for name in bots.__all__)):
+        bot.seen.clear()
 
 
 # A failing test on a real FreeSWITCH shows what FreeSWITCH logged meanwhile: a failure seen

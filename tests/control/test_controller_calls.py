@@ -70,7 +70,6 @@ async def test_call_end_stops_an_action_whose_completion_never_comes(
     the BYE cuts a playback, recorded; here it is lost), the call's end alone stops the
     bot's action with CallEnded: the bot is not left waiting."""
     double.media_seconds = 30
-    bots.LongPlay.seen.clear()
     controller = await controller_on()
     uuid = await double.park(headers={"X-Bot-Id": "LongPlay"})
     await double.wait_for(lambda: bool(double.channels[uuid].pending))
@@ -89,7 +88,6 @@ async def test_a_bot_that_overruns_the_call_is_stopped_after_the_bye_timeout(
     """The caller hangs up while the bot waits on something of its own: it gets
     call.final_bye_timeout (2 s here), then is cancelled; the call stays Disconnected and
     the bot's on_hangup still runs."""
-    bots.Daydream.seen.clear()
     controller = await controller_on()
     uuid = await double.park(headers={"X-Bot-Id": "Daydream"})
     await double.wait_for(lambda: double.channels[uuid].state == "answered")
@@ -121,7 +119,6 @@ async def test_final_intent_lost_to_the_bye_is_not_success(
 ) -> None:
     """The final INFO races the caller's BYE (recorded: the hangup events come before
     uuid_send_info's -ERR): the final intent never left, so the call is Disconnected."""
-    bots.FinishOnly.seen.clear()
     controller = await controller_on()
     uuid = await double.park(headers={"X-Bot-Id": "FinishOnly"})
     double.hangup_on_info.add(uuid)
@@ -215,7 +212,6 @@ async def test_dtmf_outside_collect_reaches_on_dtmf(double: EslDouble, controlle
 async def test_digit_during_collect_is_not_also_on_dtmf(double: EslDouble, controller_on) -> None:
     """A digit that collect_digits() takes (its DTMF event comes before the application's
     completion, recorded) does not also reach on_dtmf."""
-    bots.Collect.seen.clear()
     await controller_on()
     uuid = await double.park(headers={"X-Bot-Id": "Collect"}, digits="3")
     await double.wait_for(lambda: len(double.channels[uuid].infos) == 1)

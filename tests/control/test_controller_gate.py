@@ -160,7 +160,6 @@ async def test_call_not_answered_in_time_fails_once_with_480(
 ) -> None:
     """A bot slower than call.answer_deadline: the call ends NO_ANSWER (SIP 480, which the
     edge relays instead of running the call again), Failed; the late answer() gets CallEnded."""
-    bots.Slow.seen.clear()
     controller = await controller_on(
         call={"answer_deadline": 0.2, "bot_options": {"Slow": {"delay": 0.6}}}
     )

@@ -6,7 +6,6 @@ import asyncio
 import hashlib
 import hmac
 import json
-import socket
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any
 
@@ -20,6 +19,7 @@ from ivagate.bots.base import CallEnded, Outcome, PayloadError
 from ivagate.bots.webhook import WebhookBot, WebhookOptions
 from ivagate.controller import Controller
 from ivagate_kit.esl_double import EslDouble
+from support.edge import free_port
 from support.stand_in_call import StandInIdentity
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -212,11 +212,8 @@ async def test_signature_is_hmac_sha256_of_timestamp_and_body(webhook: Webhook) 
 
 @pytest.fixture
 def unreachable_url() -> str:
-    """A loopback URL nothing listens on (a port bound, then released)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    return f"http://127.0.0.1:{port}/hook"
+    """A loopback URL nothing listens on (a free port)."""
+    return f"http://127.0.0.1:{free_port()}/hook"
 
 
 async def test_unreachable_webhook_gets_the_fallback(

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import socket
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from pathlib import Path
@@ -29,6 +28,7 @@ from ivagate.media import AudioError, AudioStream
 from ivagate.media.stream import MARK_TICKS
 from ivagate_kit.esl_double import EslDouble
 from ivagate_kit.tls import self_signed
+from support.edge import free_port
 from support.stand_in_call import StandInIdentity
 from support.ws_peer import WITHIN, PeerBot
 
@@ -454,11 +454,8 @@ async def test_a_bot_that_finishes_then_closes_gets_no_fallback(peer: PeerBot) -
 
 @pytest.fixture
 def unreachable_url() -> str:
-    """A loopback URL nothing listens on (a port bound, then released)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    return f"ws://127.0.0.1:{port}/bot"
+    """A loopback URL nothing listens on (a free port)."""
+    return f"ws://127.0.0.1:{free_port()}/bot"
 
 
 async def test_unreachable_url_gets_the_fallback(unreachable_url: str) -> None:

@@ -72,7 +72,6 @@ async def test_late_answer_fails_once_with_480(
 ) -> None:
     """A bot slower than call.answer_deadline: the caller gets 480 when the deadline passes
     (not the edge's timeout and a second node), and the call is recorded Failed once."""
-    bots.Slow.seen.clear()
     slow = {"answer_deadline": 1.0, "bot_options": {"Slow": {"delay": 3}}}
     controller = await controller_on(call=slow)
     call = plan(live_node, headers={"X-Edge-Transport": "udp", "X-Bot-Id": "Slow"})

@@ -30,7 +30,6 @@ async def test_stream_opens_carries_frames_and_closes(
 ) -> None:
     options = {"wait_for_ack": True, "rate": rate, "encoding": encoding}
     controller = await start_controller(call={"bot_options": {"AudioSmoke": options}})
-    bots.AudioSmoke.seen.clear()
     report = await call(edge, "tls", headers={"X-Bot-Id": "AudioSmoke"})
     record = await record_of(controller, report)
     assert record.outcome is Outcome.SUCCESS, (record, bots.AudioSmoke.seen, report.render())
@@ -57,7 +56,6 @@ async def test_the_bot_hears_the_callers_tone_and_the_caller_hears_the_bots_spee
     reply = speech[rate]
     options = {"wait_for_ack": True, "rate": rate, "reply": str(reply)}
     controller = await start_controller(call={"bot_options": {"Listen": options}})
-    bots.Listen.seen.clear()
     report = await call(
         edge, transport, headers={"X-Bot-Id": "Listen"}, play="tone:440:-6", tones=[440]
     )
@@ -83,7 +81,6 @@ async def test_clear_silences_the_caller_within_100_ms(
     edge: Edge, start_controller: StartController
 ) -> None:
     controller = await start_controller()
-    bots.BargeIn.seen.clear()
     report = await call(edge, "tls", headers={"X-Bot-Id": "BargeIn"}, tones=[1000])
     record = await record_of(controller, report)
     assert record.outcome is Outcome.SUCCESS, (record, report.render())
@@ -105,7 +102,6 @@ async def test_dtmf_reaches_the_bot_while_its_stream_is_open_and_hangup_ends_the
     the bot's on_dtmf gets them, its frame loop ends, and the next action says the call
     is over."""
     controller = await start_controller()
-    bots.StreamUntilHangup.seen.clear()
     report = await call(
         edge, "udp", headers={"X-Bot-Id": "StreamUntilHangup"}, dtmf="12", dtmf_mode=mode, bye=3.0
     )
@@ -153,7 +149,6 @@ async def test_a_bot_that_stops_reading_or_writes_bad_audio_loses_frames_not_the
     the wrong size or rate is refused with a clear error and counted; the call goes on to
     its final intent."""
     controller = await start_controller()
-    bots.BadAudio.seen.clear()
     report = await call(edge, "tls", headers={"X-Bot-Id": "BadAudio"}, play="tone:440:-6")
     record = await record_of(controller, report)
     assert record.outcome is Outcome.SUCCESS, (record, report.render())
@@ -176,7 +171,6 @@ async def test_the_bots_hangup_ends_its_stream_and_the_callers_audio(
     edge: Edge, start_controller: StartController
 ) -> None:
     controller = await start_controller()
-    bots.HangupMidStream.seen.clear()
     report = await call(edge, "udp", headers={"X-Bot-Id": "HangupMidStream"}, tones=[1000])
     record = await record_of(controller, report)
     assert record.outcome is Outcome.FAILED  # hung up without a final intent
@@ -199,7 +193,6 @@ async def test_a_leg_freeswitch_ends_alone_ends_the_stream_not_the_call(
     with ``StreamClosed`` and the call, back in park, plays the bot's tone and ends on its
     final intent."""
     controller = await start_controller()
-    bots.LegLost.seen.clear()
     report = await call(edge, "udp", headers={"X-Bot-Id": "LegLost"}, tones=[440])
     record = await record_of(controller, report)
     assert record.outcome is Outcome.SUCCESS, (record, bots.LegLost.seen, report.render())

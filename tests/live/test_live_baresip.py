@@ -56,7 +56,6 @@ async def test_baresip_and_the_bot_hear_each_other(
     (``srtp-mand``: RTP/SAVP and a=crypto), over UDP plain RTP. The final intent reaches
     baresip, which answers 488: baresip 1.0.0 takes INFO only as DTMF or media control, so
     the call ends Failed, as README says for a RingCX that refuses the final intent."""
-    bots.Listen.seen.clear()
     send = tmp_path / "tone.wav"
     write_wav(send, tone(440, SEND_SECONDS, -6))
     tls_dir = edge.setup.tls_dir

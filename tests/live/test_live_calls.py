@@ -78,7 +78,6 @@ async def test_concurrent_calls_each_get_their_own_infos(
 
 async def test_caller_hangs_up_mid_bot(edge: Edge, start_controller: StartController) -> None:
     """The caller's BYE during a playback: the bot's play() raises CallEnded, Disconnected."""
-    bots.LongPlay.seen.clear()
     controller = await start_controller()
     report = await call(edge, headers={"X-Bot-Id": "LongPlay"}, bye=1.0)
     assert report.ok, report.render()
@@ -93,7 +92,6 @@ async def test_update_after_hangup_sends_no_info(
     edge: Edge, start_controller: StartController
 ) -> None:
     """send_update() after the caller hung up raises CallEnded; no INFO is handed over."""
-    bots.UpdateAfterHangup.seen.clear()
     bots.UpdateAfterHangup.hung_up = asyncio.Event()
     controller = await start_controller()
     report = await call(edge, headers={"X-Bot-Id": "UpdateAfterHangup"}, bye=0.5)

@@ -29,7 +29,6 @@ async def test_drain_refuses_new_calls_and_lets_active_ones_finish(
 ) -> None:
     """Draining: FreeSWITCH's gate closes, so a new call gets 503 (the edge has no other
     node to try) and never reaches the controller; the call already up finishes: Success."""
-    bots.Gated.seen.clear()
     bots.Gated.go = asyncio.Event()
     controller = await start_controller()
     active = asyncio.create_task(call(edge, "tcp", headers={"X-Bot-Id": "Gated"}))
