@@ -132,6 +132,8 @@ class _UdpSocket(asyncio.DatagramProtocol):
         self.local: Address = ("", 0)
         self.closed = False
         self._tr: asyncio.DatagramTransport | None = None
+        # asyncio closes the socket itself on a later loop turn: this says when it did
+        self.lost = asyncio.get_running_loop().create_future()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # Typed loosely by asyncio; the selector loop's UDP transport has sendto().
@@ -140,6 +142,8 @@ class _UdpSocket(asyncio.DatagramProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        if not self.lost.done():
+            self.lost.set_result(None)
 
     def sendto(self, data: bytes, peer: Address) -> None:
         if self._tr is not None and not self.closed:
@@ -244,6 +248,7 @@ class Listener:
     async def close(self) -> None:
         if self._udp is not None:
             self._udp.close()
+            await self._udp.lost  # its port is free for the next listener once this returns
         if self._server is not None:
             self._server.close()
             for link in self.links:

@@ -382,6 +382,19 @@ class SippRun:
     def text(self) -> str:
         return self.output.read_text(errors="replace") if self.output.exists() else ""
 
+    def wait_listening(self, host: str, port: int, timeout: float = 10.0) -> None:
+        """Return once SIPp holds its socket on ``host:port``: a call sent before that finds
+        nobody there, and under load SIPp can take longer to start than the edge waits."""
+        deadline = time.monotonic() + timeout
+        while True:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                sockets = psutil.Process(self.proc.pid).net_connections("inet")
+                if any(tuple(s.laddr) == (host, port) for s in sockets):
+                    return
+            assert self.proc.poll() is None, f"SIPp exited before listening:\n{self.text()}"
+            assert time.monotonic() < deadline, f"SIPp not on {host}:{port} after {timeout} s"
+            time.sleep(0.02)
+
 
 # every SIPp started here, so a test's teardown can stop the ones still waiting for calls
 STARTED: list[SippRun] = []
@@ -456,8 +469,9 @@ def start_node(
     trace: bool = True,
     extra: Sequence[str] = (),
 ) -> SippRun:
-    """A SIPp media node; it answers OPTIONS probes by itself (-aa)."""
-    return start_sipp(
+    """A SIPp media node, listening when this returns; it answers OPTIONS probes by itself
+    (-aa)."""
+    node = start_sipp(
         scenario,
         workdir,
         transport=transport,
@@ -469,6 +483,8 @@ def start_node(
         extra=["-aa", "-d", str(pause_ms), *extra],
         trace=trace,
     )
+    node.wait_listening(host, port)
+    return node
 
 
 def start_caller(
