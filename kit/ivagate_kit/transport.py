@@ -130,7 +130,6 @@ class _UdpSocket(asyncio.DatagramProtocol):
     def __init__(self, sink: Sink) -> None:
         self.sink = sink
         self.local: Address = ("", 0)
-        self.closed = False
         self._tr: asyncio.DatagramTransport | None = None
         # asyncio closes the socket itself on a later loop turn: this says when it did
         self.lost = asyncio.get_running_loop().create_future()
@@ -140,8 +139,11 @@ class _UdpSocket(asyncio.DatagramProtocol):
         self._tr = cast(asyncio.DatagramTransport, transport)
         self.local = transport.get_extra_info("sockname")[:2]
 
+    @property
+    def closed(self) -> bool:
+        return self.lost.done()
+
     def connection_lost(self, exc: Exception | None) -> None:
-        self.closed = True
         if not self.lost.done():
             self.lost.set_result(None)
 
@@ -175,7 +177,6 @@ class _StreamLink(Link, asyncio.Protocol):
         self.local = ("", 0)
         self._framer = StreamFramer()
         self._tr: asyncio.Transport | None = None
-        self._closed = False
         self.lost = asyncio.get_running_loop().create_future()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -202,18 +203,17 @@ class _StreamLink(Link, asyncio.Protocol):
             self.sink.keepalive(item, self)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._closed = True
         if not self.lost.done():
             self.lost.set_result(None)
         self.sink.closed(self)
 
     def send_bytes(self, data: bytes) -> None:
-        if self._tr is not None and not self._closed:
+        if self._tr is not None and not self.closed:
             self._tr.write(data)
 
     @property
     def closed(self) -> bool:
-        return self._closed
+        return self.lost.done()
 
     def close(self) -> None:
         if self._tr is not None:
